@@ -73,12 +73,17 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
-            {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+            {
+                "loc": [str(p) for p in e.get("loc", ())],
+                "msg": str(e.get("msg", "")),
+                "type": str(e.get("type", "")),
+            }
             for e in exc.errors()
         ]
-        detail = "; ".join(f"{'.'.join(e['loc'][1:]) or e['loc'][0]}: {e['msg']}" for e in errors)  # type: ignore[index]
+        detail = "; ".join(f"{'.'.join(e['loc'][1:]) or e['loc'][0]}: {e['msg']}" for e in errors)
         return JSONResponse(
-            _error_body(request, f"invalid request: {detail}", "validation_error", errors=errors), status_code=422
+            _error_body(request, f"invalid request: {detail}", "validation_error", errors=errors),
+            status_code=422,
         )
 
     @app.exception_handler(StarletteHTTPException)
@@ -142,7 +147,9 @@ async def reload_model(name: str, runtime: RuntimeDep) -> ModelInfo:
 ScoreThreshold = Annotated[
     float | None, Query(ge=0.0, le=1.0, description="Override the model's detection score threshold.")
 ]
-MaxDetections = Annotated[int | None, Query(ge=1, le=1000, description="Override the model's max detections.")]
+MaxDetections = Annotated[
+    int | None, Query(ge=1, le=1000, description="Override the model's max detections.")
+]
 
 _IMAGE_BODY = {
     "requestBody": {

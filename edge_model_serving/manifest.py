@@ -144,7 +144,11 @@ class LegacyMetadata(BaseModel):
         decoder: Decoder = "ssd_postprocess" if self.output_type == "object_detection" else "yolo"
         resize: Literal["stretch", "letterbox"] = "letterbox" if decoder == "yolo" else "stretch"
         return ModelManifest(
-            task="detection", labels=self.class_names, normalization=normalization, decoder=decoder, resize=resize
+            task="detection",
+            labels=self.class_names,
+            normalization=normalization,
+            decoder=decoder,
+            resize=resize,
         )
 
 

@@ -31,7 +31,12 @@ class ServingMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self.in_flight = Gauge("edge_serving_in_flight", "Prediction requests being served.", registry=self.registry)
+        self.in_flight = Gauge(
+            "edge_serving_in_flight", "Prediction requests being served.", registry=self.registry
+        )
         self.models = Gauge(
-            "edge_serving_model_versions", "Model versions by load status.", ["status"], registry=self.registry
+            "edge_serving_model_versions",
+            "Model versions by load status.",
+            ["status"],
+            registry=self.registry,
         )

@@ -129,7 +129,9 @@ async def model_ready(name: str, runtime: RuntimeDep, version: str | None = None
 def _parse_request(body: bytes, header_length: str | None) -> tuple[InferenceRequest, bytes]:
     if header_length is not None:
         if not header_length.isdigit() or int(header_length) > len(body):
-            raise InvalidTensorError(f"{_HEADER_LENGTH} {header_length!r} does not fit a body of {len(body)} bytes")
+            raise InvalidTensorError(
+                f"{_HEADER_LENGTH} {header_length!r} does not fit a body of {len(body)} bytes"
+            )
         json_part, binary = body[: int(header_length)], body[int(header_length) :]
     else:
         json_part, binary = body, b""
@@ -149,7 +151,9 @@ def _decode_inputs(
     for tensor in request.inputs:
         detail = expected.get(tensor.name)
         if detail is None:
-            raise InvalidTensorError(f"unknown input {tensor.name!r}; the model's inputs are {sorted(expected)}")
+            raise InvalidTensorError(
+                f"unknown input {tensor.name!r}; the model's inputs are {sorted(expected)}"
+            )
         want_type, want_shape = datatype_of(detail["dtype"]), [int(x) for x in detail["shape"]]
         if tensor.datatype != want_type or tensor.shape != want_shape:
             raise InvalidTensorError(
@@ -195,14 +199,20 @@ def _encode_outputs(
     if request.outputs:
         for out in request.outputs:
             if out.name not in outputs:
-                raise InvalidTensorError(f"unknown output {out.name!r}; the model's outputs are {sorted(outputs)}")
+                raise InvalidTensorError(
+                    f"unknown output {out.name!r}; the model's outputs are {sorted(outputs)}"
+                )
             wanted[out.name] = bool(out.parameters and out.parameters.binary_data) or all_binary
     else:
         wanted = dict.fromkeys(outputs, all_binary)
     tensors, chunks = [], []
     for name, binary in wanted.items():
         array = outputs[name]
-        tensor: dict[str, Any] = {"name": name, "datatype": datatype_of(array.dtype), "shape": list(array.shape)}
+        tensor: dict[str, Any] = {
+            "name": name,
+            "datatype": datatype_of(array.dtype),
+            "shape": list(array.shape),
+        }
         if binary:
             raw = np.ascontiguousarray(array).tobytes()
             tensor["parameters"] = {"binary_data_size": len(raw)}

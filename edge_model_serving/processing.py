@@ -6,7 +6,7 @@ Everything here is pure NumPy/OpenCV on arrays, so it is unit-testable on crafte
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, cast
 
 import cv2
 import numpy as np
@@ -37,14 +37,14 @@ def decode_image(data: bytes) -> npt.NDArray[np.uint8]:
     if image is None or image.size == 0:
         raise InvalidImageError("the image could not be decoded (truncated or corrupt JPEG/PNG)")
     if image.dtype == np.uint16:
-        image = (image >> 8).astype(np.uint8)
+        image = np.right_shift(image, 8).astype(np.uint8)
     elif image.dtype != np.uint8:
         raise InvalidImageError(f"unsupported pixel type {image.dtype}")
     if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)  # type: ignore[no-any-return]
-    if image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)  # type: ignore[no-any-return]
-    return image  # type: ignore[no-any-return]
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    elif image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    return cast(npt.NDArray[np.uint8], image)
 
 
 @dataclass(frozen=True)
@@ -105,8 +105,8 @@ class Preprocessor:
         channels = 3 if spec.channels == 3 else 1
         if norm.auto and spec.quantized:
             info = np.iinfo(spec.dtype)  # type: ignore[type-var]
-            a = (float(info.max) - float(info.min)) / 255.0
-            return np.full(channels, a, np.float32), np.full(channels, float(info.min), np.float32)
+            step = (float(info.max) - float(info.min)) / 255.0
+            return np.full(channels, step, np.float32), np.full(channels, float(info.min), np.float32)
         if norm.auto:  # float input: the usual [0, 1]
             mean, std = np.zeros(3, np.float32), np.full(3, 255.0, np.float32)
         else:
@@ -114,10 +114,12 @@ class Preprocessor:
             mean, std = np.asarray(norm.mean, np.float32), np.asarray(norm.std, np.float32)
         if channels == 1:
             mean, std = mean[:1].copy(), std[:1].copy()
-        a, b = 1.0 / std, -mean / std
+        a: FloatArray = (1.0 / std).astype(np.float32)
+        b: FloatArray = (-mean / std).astype(np.float32)
         if spec.quantized:
-            a, b = a / spec.scale, b / spec.scale + spec.zero_point
-        return a.astype(np.float32), b.astype(np.float32)
+            a = (a / np.float32(spec.scale)).astype(np.float32)
+            b = (b / np.float32(spec.scale) + np.float32(spec.zero_point)).astype(np.float32)
+        return a, b
 
     def place(self, width: int, height: int) -> Placement:
         spec = self.spec
@@ -125,25 +127,35 @@ class Preprocessor:
             ratio = min(spec.width / width, spec.height / height)
             new_w, new_h = max(1, round(width * ratio)), max(1, round(height * ratio))
             pad_x, pad_y = (spec.width - new_w) // 2, (spec.height - new_h) // 2
-            return Placement(width, height, spec.width, spec.height, new_w / width, new_h / height, pad_x, pad_y)
-        return Placement(width, height, spec.width, spec.height, spec.width / width, spec.height / height, 0, 0)
+            return Placement(
+                width, height, spec.width, spec.height, new_w / width, new_h / height, pad_x, pad_y
+            )
+        return Placement(
+            width, height, spec.width, spec.height, spec.width / width, spec.height / height, 0, 0
+        )
 
-    def __call__(self, image_bgr: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[np.generic], Placement]:
+    def __call__(self, image_bgr: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[Any], Placement]:
         spec = self.spec
         height, width = image_bgr.shape[:2]
         placement = self.place(width, height)
         new_w = round(width * placement.scale_x)
         new_h = round(height * placement.scale_y)
-        resized = image_bgr
+        resized: npt.NDArray[Any] = image_bgr
         if (new_w, new_h) != (width, height):
             resized = cv2.resize(image_bgr, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
         if (new_w, new_h) != (spec.width, spec.height):
             left, top = int(placement.pad_x), int(placement.pad_y)
             fill = self.manifest.letterbox_fill
             resized = cv2.copyMakeBorder(
-                resized, top, spec.height - new_h - top, left, spec.width - new_w - left,
-                cv2.BORDER_CONSTANT, value=(fill, fill, fill),
+                resized,
+                top,
+                spec.height - new_h - top,
+                left,
+                spec.width - new_w - left,
+                cv2.BORDER_CONSTANT,
+                value=(fill, fill, fill),
             )
+        pixels: npt.NDArray[Any]
         if spec.channels == 1:
             pixels = cv2.cvtColor(resized, cv2.COLOR_BGR2GRAY)[:, :, None]
         elif self.manifest.color_order == "RGB":
@@ -155,17 +167,19 @@ class Preprocessor:
             tensor = np.ascontiguousarray(tensor.transpose(2, 0, 1))
         return tensor[None, ...], placement
 
-    def _to_tensor(self, pixels: npt.NDArray[np.uint8]) -> npt.NDArray[np.generic]:
+    def _to_tensor(self, pixels: npt.NDArray[Any]) -> npt.NDArray[Any]:
         spec = self.spec
         if self._identity:
             return pixels
         if self._xor_to_int8:  # uint8 pixel - 128 as int8, without a float round trip
-            return np.bitwise_xor(pixels, np.uint8(0x80)).view(np.int8)
-        values = pixels.astype(np.float32) * self._a + self._b
+            shifted: npt.NDArray[Any] = np.bitwise_xor(pixels, np.uint8(0x80)).view(np.int8)
+            return shifted
+        values: npt.NDArray[Any] = pixels.astype(np.float32) * self._a + self._b
         if not spec.quantized:
             return values.astype(spec.dtype, copy=False)
         info = np.iinfo(spec.dtype)  # type: ignore[type-var]
-        return np.clip(np.rint(values), info.min, info.max).astype(spec.dtype)
+        quantized: npt.NDArray[Any] = np.clip(np.rint(values), info.min, info.max).astype(spec.dtype)
+        return quantized
 
 
 def dequantize(tensor: npt.NDArray[np.generic], scale: float, zero_point: int) -> FloatArray:
@@ -180,17 +194,21 @@ def dequantize(tensor: npt.NDArray[np.generic], scale: float, zero_point: int) -
 
 def _softmax(x: FloatArray) -> FloatArray:
     e = np.exp(x - np.max(x))
-    return (e / np.sum(e)).astype(np.float32)
+    out: FloatArray = (e / np.sum(e)).astype(np.float32)
+    return out
 
 
 def _sigmoid(x: FloatArray) -> FloatArray:
-    return (1.0 / (1.0 + np.exp(-x))).astype(np.float32)
+    out: FloatArray = (1.0 / (1.0 + np.exp(-x))).astype(np.float32)
+    return out
 
 
 def looks_like_probabilities(values: FloatArray) -> bool:
     """True when the vector is already a distribution (0..1 and summing to 1, within quantisation error)."""
     tolerance = 0.02 + 0.5 / 255 * values.size  # a uint8 softmax loses up to half a step per class
-    return bool(np.all(values >= -1e-3) and np.all(values <= 1 + 1e-3) and abs(values.sum() - 1.0) <= tolerance)
+    return bool(
+        np.all(values >= -1e-3) and np.all(values <= 1 + 1e-3) and abs(values.sum() - 1.0) <= tolerance
+    )
 
 
 def classification_scores(raw: FloatArray, activation: str) -> FloatArray:
@@ -278,7 +296,9 @@ def _select_and_nms(
         boxes_xywh, scores, classes = boxes_xywh[top], scores[top], classes[top]
     boxes = xywh_to_xyxy(boxes_xywh) * np.asarray([*box_scale, *box_scale], np.float32)
     keep = nms(boxes, scores, classes.astype(np.int64), iou_threshold, max_detections)
-    return Detections(boxes[keep].astype(np.float32), scores[keep].astype(np.float32), classes[keep].astype(np.int64))
+    return Detections(
+        boxes[keep].astype(np.float32), scores[keep].astype(np.float32), classes[keep].astype(np.int64)
+    )
 
 
 def _box_scale(boxes_xywh: FloatArray, box_format: str, input_size: tuple[int, int]) -> tuple[float, float]:
@@ -319,10 +339,8 @@ def decode_yolo(
     if table.shape[1] != width:
         raise ValueError(f"output {output.shape} does not fit {layout} with {num_classes} classes")
     boxes = np.ascontiguousarray(table[:, :4])
-    if layout == "yolov5":
-        scores = table[:, 5:] * table[:, 4:5]
-    else:
-        scores = table[:, 4:]
+    # YOLOv5 scores are objectness x class probability; YOLOv8/11 have no objectness
+    scores = table[:, 5:] * table[:, 4:5] if layout == "yolov5" else table[:, 4:]
     scale = _box_scale(boxes, box_format, input_size)
     return _select_and_nms(boxes, scores, scale, score_threshold, iou_threshold, max_detections)
 
@@ -344,5 +362,7 @@ def decode_ssd(
     keep = np.nonzero(s >= score_threshold)[0]
     keep = keep[np.argsort(-s[keep], kind="stable")][:max_detections]
     width, height = input_size
-    xyxy = np.stack([b[keep, 1] * width, b[keep, 0] * height, b[keep, 3] * width, b[keep, 2] * height], axis=1)
+    xyxy = np.stack(
+        [b[keep, 1] * width, b[keep, 0] * height, b[keep, 3] * width, b[keep, 2] * height], axis=1
+    )
     return Detections(xyxy.astype(np.float32).reshape(-1, 4), s[keep].astype(np.float32), c[keep])

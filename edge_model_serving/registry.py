@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from edge_model_serving.errors import (
     ManifestError,
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 
 _WATCHED_FILES = ("model.yaml", "metadata.json", "labels.txt")
 Signature = tuple[tuple[str, int, int], ...]
+Status = Literal["loading", "ready", "failed"]
 
 
 @dataclass
@@ -39,7 +42,7 @@ class VersionEntry:
     version: int
     path: Path
     signature: Signature = ()
-    status: str = "loading"
+    status: Status = "loading"
     error: str | None = None
     model: LoadedModel | None = None
     source: str | None = None
@@ -203,7 +206,9 @@ class ModelRegistry:
         if version is None:
             ready = [v for v, e in versions.items() if e.model is not None]
             if not ready:
-                raise ModelNotReadyError(f"model {name!r} has no version ready: {self._why(versions.values())}")
+                raise ModelNotReadyError(
+                    f"model {name!r} has no version ready: {self._why(versions.values())}"
+                )
             return versions[max(ready)].model  # type: ignore[return-value]
         entry = versions.get(version)
         if entry is None:
@@ -213,8 +218,8 @@ class ModelRegistry:
         return entry.model
 
     @staticmethod
-    def _why(entries: object) -> str:
-        reasons = [f"v{e.version} {e.status}" + (f" ({e.error})" if e.error else "") for e in entries]  # type: ignore[attr-defined]
+    def _why(entries: Iterable[VersionEntry]) -> str:
+        reasons = [f"v{e.version} {e.status}" + (f" ({e.error})" if e.error else "") for e in entries]
         return "; ".join(reasons)
 
     def info(self, name: str) -> ModelInfo:
@@ -222,7 +227,11 @@ class ModelRegistry:
         if not entries:
             raise ModelNotFoundError(f"no model named {name!r}; GET /v1/models lists the models served")
         ready = [e.version for e in entries if e.model is not None]
-        return ModelInfo(name=name, latest_version=max(ready) if ready else None, versions=[_version_info(e) for e in entries])
+        return ModelInfo(
+            name=name,
+            latest_version=max(ready) if ready else None,
+            versions=[_version_info(e) for e in entries],
+        )
 
     def list(self) -> ModelList:
         return ModelList(models=[self.info(name) for name in self.names()])
@@ -238,7 +247,7 @@ def _version_info(entry: VersionEntry) -> VersionInfo:
     model = entry.model
     return VersionInfo(
         version=entry.version,
-        status=entry.status,  # type: ignore[arg-type]
+        status=entry.status,
         error=entry.error,
         path=str(entry.path),
         source=entry.source,

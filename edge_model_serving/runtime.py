@@ -42,7 +42,11 @@ from edge_model_serving.schemas import (
     Timings,
 )
 
-_SUPPORTED_INPUT_DTYPES: dict[type[np.generic], str] = {np.float32: "float32", np.uint8: "uint8", np.int8: "int8"}
+_SUPPORTED_INPUT_DTYPES: dict[type[np.generic], str] = {
+    np.float32: "float32",
+    np.uint8: "uint8",
+    np.int8: "int8",
+}
 
 
 def _ms(start: float, end: float) -> float:
@@ -94,9 +98,13 @@ def _input_spec(detail: dict[str, Any]) -> InputSpec:
     shape = [int(d) for d in detail["shape"]]
     dtype = np.dtype(detail["dtype"]).type
     if dtype not in _SUPPORTED_INPUT_DTYPES:
-        raise ManifestError(f"the model's input is {np.dtype(dtype).name}; only float32, uint8 and int8 are served")
+        raise ManifestError(
+            f"the model's input is {np.dtype(dtype).name}; only float32, uint8 and int8 are served"
+        )
     if len(shape) != 4 or shape[0] != 1:
-        raise ManifestError(f"the model's input has shape {shape}; an image input [1,H,W,C] or [1,C,H,W] is needed")
+        raise ManifestError(
+            f"the model's input has shape {shape}; an image input [1,H,W,C] or [1,C,H,W] is needed"
+        )
     if shape[3] in (1, 3):
         layout: Literal["NHWC", "NCHW"] = "NHWC"
         height, width, channels = shape[1], shape[2], shape[3]
@@ -106,15 +114,23 @@ def _input_spec(detail: dict[str, Any]) -> InputSpec:
         raise ManifestError(f"the model's input has shape {shape}; 1 or 3 colour channels are needed")
     scale, zero_point = detail.get("quantization", (0.0, 0))
     quantized = dtype is not np.float32 and scale != 0.0
-    return InputSpec(height, width, channels, layout, dtype, float(scale) if quantized else 0.0, int(zero_point))
+    return InputSpec(
+        height, width, channels, layout, dtype, float(scale) if quantized else 0.0, int(zero_point)
+    )
 
 
 class LoadedModel:
     """A model version that passed its checks and is ready to serve."""
 
     def __init__(
-        self, name: str, version: int, path: Path, manifest: ModelManifest, labels: list[str],
-        num_threads: int, pool_size: int,
+        self,
+        name: str,
+        version: int,
+        path: Path,
+        manifest: ModelManifest,
+        labels: list[str],
+        num_threads: int,
+        pool_size: int,
     ) -> None:
         self.name, self.version, self.manifest, self.labels = name, version, manifest, labels
         self.pool = InterpreterPool(path, num_threads, pool_size)
@@ -126,12 +142,16 @@ class LoadedModel:
             raise ManifestError(f"the model has {len(self.input_details)} inputs; one image input is needed")
         self.input_spec = _input_spec(self.input_details[0])
         self.preprocess = Preprocessor(self.input_spec, manifest)
-        self.decoder: Literal["classification", "yolov5", "yolov8", "ssd_postprocess"] = self._check_outputs(ops)
+        self.decoder: Literal["classification", "yolov5", "yolov8", "ssd_postprocess"] = self._check_outputs(
+            ops
+        )
         self._ssd_order = self._ssd_outputs(ops) if self.decoder == "ssd_postprocess" else None
 
     # --- checks: the manifest must agree with the model file ----------------------------------------
 
-    def _check_outputs(self, ops: list[dict[str, Any]]) -> Literal["classification", "yolov5", "yolov8", "ssd_postprocess"]:
+    def _check_outputs(
+        self, ops: list[dict[str, Any]]
+    ) -> Literal["classification", "yolov5", "yolov8", "ssd_postprocess"]:
         outputs = [tuple(int(d) for d in o["shape"]) for o in self.output_details]
         n_labels = len(self.labels)
         has_ssd_op = any(op.get("op_name") == "TFLite_Detection_PostProcess" for op in ops)
@@ -265,11 +285,25 @@ class LoadedModel:
         limit = manifest.max_detections if max_detections is None else max_detections
         size = (self.input_spec.width, self.input_spec.height)
         if self.decoder == "ssd_postprocess":
-            found: Detections = decode_ssd(*outputs[:4], input_size=size, score_threshold=threshold, max_detections=limit)
+            found: Detections = decode_ssd(
+                outputs[0],
+                outputs[1],
+                outputs[2],
+                outputs[3],
+                input_size=size,
+                score_threshold=threshold,
+                max_detections=limit,
+            )
         else:
             found = decode_yolo(
-                outputs[0], self.decoder, len(self.labels), size, manifest.box_format,
-                threshold, manifest.iou_threshold, limit,
+                outputs[0],
+                self.decoder,
+                len(self.labels),
+                size,
+                manifest.box_format,
+                threshold,
+                manifest.iou_threshold,
+                limit,
             )
         boxes = placement.to_original(found.boxes)
         return DetectionPrediction(
@@ -292,7 +326,9 @@ class LoadedModel:
         by_name = {d["name"]: d for d in self.input_details}
         unknown = set(inputs) - set(by_name)
         if unknown:
-            raise InvalidTensorError(f"unknown input {sorted(unknown)}; the model's input is {sorted(by_name)}")
+            raise InvalidTensorError(
+                f"unknown input {sorted(unknown)}; the model's input is {sorted(by_name)}"
+            )
         missing = set(by_name) - set(inputs)
         if missing:
             raise InvalidTensorError(f"missing input {sorted(missing)}")

@@ -13,10 +13,18 @@ from edge_model_serving.manifest import ModelManifest, load_manifest
 
 @pytest.mark.parametrize(
     ("value", "mean", "std"),
-    [("[0,1]", 0.0, 255.0), ("[-1,1]", 127.5, 127.5), ("raw", 0.0, 1.0), ([-1, 1], 127.5, 127.5), ([0, 1], 0, 255)],
+    [
+        ("[0,1]", 0.0, 255.0),
+        ("[-1,1]", 127.5, 127.5),
+        ("raw", 0.0, 1.0),
+        ([-1, 1], 127.5, 127.5),
+        ([0, 1], 0, 255),
+    ],
 )
 def test_normalisation_presets_and_ranges(value: object, mean: float, std: float) -> None:
-    manifest = ModelManifest.model_validate({"task": "classification", "labels": ["a"], "normalization": value})
+    manifest = ModelManifest.model_validate(
+        {"task": "classification", "labels": ["a"], "normalization": value}
+    )
     assert manifest.normalization.mean == (mean,) * 3
     assert manifest.normalization.std == (std,) * 3
 
@@ -37,7 +45,9 @@ def _write(folder: Path, name: str, text: str) -> Path:
 
 
 def test_errors_name_the_file_and_the_field(tmp_path: Path) -> None:
-    folder = _write(tmp_path, "model.yaml", "task: detection\nlabels: [a]\nnormalization: '[0,2'\ncolour: RGB\n")
+    folder = _write(
+        tmp_path, "model.yaml", "task: detection\nlabels: [a]\nnormalization: '[0,2'\ncolour: RGB\n"
+    )
     with pytest.raises(ManifestError) as err:
         load_manifest(folder)
     message = err.value.detail
@@ -65,10 +75,15 @@ def test_missing_labels_is_an_error(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("output_type", "task", "decoder"),
-    [("classification", "classification", None), ("object_detection", "detection", "ssd_postprocess"),
-     ("yolo", "detection", "yolo")],
+    [
+        ("classification", "classification", None),
+        ("object_detection", "detection", "ssd_postprocess"),
+        ("yolo", "detection", "yolo"),
+    ],
 )
-def test_vio_metadata_json_is_understood(tmp_path: Path, output_type: str, task: str, decoder: str | None) -> None:
+def test_vio_metadata_json_is_understood(
+    tmp_path: Path, output_type: str, task: str, decoder: str | None
+) -> None:
     meta = {"output_type": output_type, "class_names": ["ok", "ko"], "normalization": "mobilenet"}
     folder = _write(tmp_path, "metadata.json", json.dumps(meta))
     manifest, labels, source = load_manifest(folder)
@@ -77,6 +92,8 @@ def test_vio_metadata_json_is_understood(tmp_path: Path, output_type: str, task:
 
 
 def test_bad_metadata_json(tmp_path: Path) -> None:
-    folder = _write(tmp_path, "metadata.json", json.dumps({"output_type": "segmentation", "class_names": ["a"]}))
+    folder = _write(
+        tmp_path, "metadata.json", json.dumps({"output_type": "segmentation", "class_names": ["a"]})
+    )
     with pytest.raises(ManifestError, match="output_type"):
         load_manifest(folder)

@@ -73,8 +73,15 @@ def test_anything_but_a_decodable_jpeg_or_png_is_an_invalid_image(data: bytes) -
 # --- preprocessing and quantisation --------------------------------------------------------------
 
 
-def _spec(dtype: type[np.generic], scale: float = 0.0, zp: int = 0, h: int = 4, w: int = 4, c: int = 3,
-          layout: str = "NHWC") -> InputSpec:
+def _spec(
+    dtype: type[np.generic],
+    scale: float = 0.0,
+    zp: int = 0,
+    h: int = 4,
+    w: int = 4,
+    c: int = 3,
+    layout: str = "NHWC",
+) -> InputSpec:
     return InputSpec(h, w, c, layout, dtype, scale, zp)  # type: ignore[arg-type]
 
 
@@ -137,7 +144,9 @@ def test_letterbox_pads_and_boxes_map_back_to_the_original_image() -> None:
 def test_stretch_maps_boxes_back_per_axis() -> None:
     pre = Preprocessor(_spec(np.float32, h=10, w=10), _manifest())
     _, placement = pre(np.zeros((50, 20, 3), np.uint8))
-    np.testing.assert_allclose(placement.to_original(np.array([[5, 5, 10, 10]], np.float32)), [[0.5, 0.5, 1, 1]])
+    np.testing.assert_allclose(
+        placement.to_original(np.array([[5, 5, 10, 10]], np.float32)), [[0.5, 0.5, 1, 1]]
+    )
 
 
 def test_dequantize() -> None:
@@ -190,12 +199,14 @@ def _v8_output(rows: list[list[float]]) -> np.ndarray:
 
 
 def test_yolov8_decoding_with_normalised_boxes() -> None:
-    out = _v8_output([
-        [0.5, 0.5, 0.2, 0.4, 0.9, 0.1],  # class 0 centred
-        [0.51, 0.5, 0.2, 0.4, 0.8, 0.0],  # duplicate of the first: suppressed
-        [0.1, 0.1, 0.1, 0.1, 0.05, 0.7],  # class 1
-        [0.9, 0.9, 0.1, 0.1, 0.1, 0.2],  # below threshold
-    ])
+    out = _v8_output(
+        [
+            [0.5, 0.5, 0.2, 0.4, 0.9, 0.1],  # class 0 centred
+            [0.51, 0.5, 0.2, 0.4, 0.8, 0.0],  # duplicate of the first: suppressed
+            [0.1, 0.1, 0.1, 0.1, 0.05, 0.7],  # class 1
+            [0.9, 0.9, 0.1, 0.1, 0.1, 0.2],  # below threshold
+        ]
+    )
     found = decode_yolo(out, "yolov8", 2, (100, 50), "auto", 0.25, 0.45, 100)
     assert found.classes.tolist() == [0, 1]
     np.testing.assert_allclose(found.scores, [0.9, 0.7], atol=1e-6)
@@ -220,14 +231,18 @@ def test_yolov5_scores_are_objectness_times_class() -> None:
 def test_many_candidates_decode_without_python_loops_over_anchors() -> None:
     rng = np.random.default_rng(1)
     n = 8400
-    table = np.concatenate([rng.random((n, 4), np.float32) * 0.2 + 0.1, rng.random((n, 3), np.float32)], axis=1)
+    table = np.concatenate(
+        [rng.random((n, 4), np.float32) * 0.2 + 0.1, rng.random((n, 3), np.float32)], axis=1
+    )
     found = decode_yolo(table.T[None], "yolov8", 3, (640, 640), "auto", 0.25, 0.45, 300)
     assert 0 < found.scores.size <= 300
     assert np.all(np.diff(found.scores) <= 0)
 
 
 def test_ssd_outputs_are_reordered_to_xyxy_and_cut_at_count() -> None:
-    boxes = np.array([[[0.1, 0.2, 0.3, 0.4], [0.5, 0.5, 0.9, 0.9], [0, 0, 1, 1]]], np.float32)  # ymin xmin ymax xmax
+    boxes = np.array(
+        [[[0.1, 0.2, 0.3, 0.4], [0.5, 0.5, 0.9, 0.9], [0, 0, 1, 1]]], np.float32
+    )  # ymin xmin ymax xmax
     classes = np.array([[1, 0, 0]], np.float32)
     scores = np.array([[0.9, 0.2, 0.95]], np.float32)
     count = np.array([2], np.float32)  # the third slot is padding

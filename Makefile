@@ -1,0 +1,61 @@
+# Edge visual inspection: one Makefile for the whole project. `make help` lists the targets.
+# Every target creates and fills the virtual environment it needs (uv), so a fresh clone needs nothing else.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+TRAIN_VENV ?= .venv-train
+MODELS_DIR ?= models
+PORT ?= 8501
+export UV_PYTHON_DOWNLOADS := never
+
+UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+
+.PHONY: help run test test-unit test-integration lint format bench fixtures clean
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "}; /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.tools/bin/uv:
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet uv
+
+# The environment for serving, tests and lint; rebuilt when pyproject.toml changes.
+$(VENV)/.installed: pyproject.toml | $(UV)
+	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(VENV)
+	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet -e '.[serving,dev]'
+	touch $@
+
+$(TRAIN_VENV)/.installed: pyproject.toml | $(UV)
+	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(TRAIN_VENV)
+	VIRTUAL_ENV=$(TRAIN_VENV) $(UV) pip install --quiet -e '.[train]'
+	touch $@
+
+run: $(VENV)/.installed ## Run the model server on models/ (http://127.0.0.1:8501/docs)
+	$(VENV)/bin/python -m edge_model_serving --models-dir $(MODELS_DIR) --port $(PORT)
+
+test: $(VENV)/.installed ## Set up and run the whole test suite
+	$(VENV)/bin/python -m pytest
+
+test-unit: $(VENV)/.installed ## Unit tests only (seconds)
+	$(VENV)/bin/python -m pytest tests/unit
+
+lint: $(VENV)/.installed ## ruff (with the ASYNC rules) and mypy --strict
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy edge_model_serving bench tests
+
+format: $(VENV)/.installed ## Format the code with ruff
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: $(VENV)/.installed ## Benchmark in-process vs served latency and throughput (writes bench/results/)
+	$(VENV)/bin/python -m bench.serving --out bench/results
+
+fixtures: $(TRAIN_VENV)/.installed ## Rebuild the .tflite test fixtures (needs the heavy `train` extra)
+	$(TRAIN_VENV)/bin/python tests/fixtures/build_models.py --out tests/fixtures/models
+
+clean: ## Remove virtual environments and caches
+	rm -rf $(VENV) $(TRAIN_VENV) .tools .pytest_cache .mypy_cache .ruff_cache

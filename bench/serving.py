@@ -1,0 +1,249 @@
+"""Benchmark: in-process model time vs. served latency and throughput, on the same images.
+
+`python -m bench.serving [--models-dir DIR] [--out DIR]` measures, for a classifier and a YOLO detector:
+- raw: in-process decode + preprocess + invoke + output decoding (the server's own code, no HTTP);
+- served: the real server process over HTTP on loopback, at concurrency 1 and 4 (p50, p99, throughput);
+- the server's resident memory.
+It writes `serving.json` and `serving.md` and prints the table with the targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import httpx
+import numpy as np
+
+from edge_model_serving.manifest import load_manifest
+from edge_model_serving.registry import _model_file
+from edge_model_serving.runtime import LoadedModel
+from edge_model_serving.settings import ServingSettings
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_MODELS = REPO / "tests" / "fixtures" / "bench"
+MODELS = {"classifier": "bench-classifier", "yolo": "bench-yolov8"}
+
+
+def make_images(count: int, seed: int = 7) -> list[bytes]:
+    """Camera-like 640x480 JPEG frames: a textured belt with a few coloured blobs."""
+    rng = np.random.default_rng(seed)
+    images = []
+    for _ in range(count):
+        noise = rng.integers(60, 120, (480, 640, 3), dtype=np.uint8)
+        frame = cv2.GaussianBlur(noise, (9, 9), 0)
+        for _ in range(int(rng.integers(1, 4))):
+            center = (int(rng.integers(80, 560)), int(rng.integers(80, 400)))
+            color = tuple(int(c) for c in rng.integers(0, 256, 3))
+            cv2.ellipse(
+                frame,
+                center,
+                (int(rng.integers(30, 90)), int(rng.integers(20, 60))),
+                float(rng.integers(0, 180)),
+                0,
+                360,
+                color,
+                -1,
+            )
+        ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        assert ok
+        images.append(buf.tobytes())
+    return images
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def summarize(latencies_s: list[float], wall_s: float) -> dict[str, float]:
+    ms = [v * 1000 for v in latencies_s]
+    return {
+        "p50_ms": round(percentile(ms, 50), 3),
+        "p99_ms": round(percentile(ms, 99), 3),
+        "mean_ms": round(statistics.fmean(ms), 3),
+        "throughput_per_s": round(len(ms) / wall_s, 2),
+        "requests": len(ms),
+    }
+
+
+def bench_in_process(
+    folder: Path, images: list[bytes], rounds: int, settings: ServingSettings
+) -> dict[str, float]:
+    manifest, labels, _ = load_manifest(folder)
+    model_file = _model_file(folder)
+    assert model_file is not None
+    model = LoadedModel("bench", 1, model_file, manifest, labels, settings.num_threads, 1)
+    model.warm_up()
+    for image in images[:5]:
+        model.predict(image)
+    latencies = []
+    start = time.perf_counter()
+    for _ in range(rounds):
+        for image in images:
+            t0 = time.perf_counter()
+            model.predict(image)
+            latencies.append(time.perf_counter() - t0)
+    return summarize(latencies, time.perf_counter() - start)
+
+
+async def bench_served(
+    base: str, name: str, images: list[bytes], rounds: int, concurrency: int
+) -> dict[str, float]:
+    url = f"{base}/v1/models/{name}:predict"
+    headers = {"content-type": "image/jpeg"}
+    jobs = [image for _ in range(rounds) for image in images]
+    latencies: list[float] = []
+    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=concurrency)) as client:
+        for image in images[:5]:  # warm the connection pool and the server's path
+            (await client.post(url, content=image, headers=headers)).raise_for_status()
+        queue: asyncio.Queue[bytes] = asyncio.Queue()
+        for job in jobs:
+            queue.put_nowait(job)
+
+        async def worker() -> None:
+            while not queue.empty():
+                image = queue.get_nowait()
+                t0 = time.perf_counter()
+                response = await client.post(url, content=image, headers=headers)
+                latencies.append(time.perf_counter() - t0)
+                response.raise_for_status()
+
+        start = time.perf_counter()
+        async with asyncio.TaskGroup() as group:
+            for _ in range(concurrency):
+                group.create_task(worker())
+        wall = time.perf_counter() - start
+    return summarize(latencies, wall)
+
+
+def rss_mb(pid: int) -> dict[str, float]:
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            fields[key] = round(int(value.split()[0]) / 1024, 1)
+    return {"rss_mb": fields.get("VmRSS", 0.0), "peak_rss_mb": fields.get("VmHWM", 0.0)}
+
+
+def start_server(models_dir: Path, port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "EDGE_SERVING_LOG_LEVEL": "warning", "EDGE_SERVING_WATCH_INTERVAL_S": "0"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge_model_serving", "--models-dir", str(models_dir), "--port", str(port)],
+        env=env,
+        cwd=REPO,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=1).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("server did not become ready")
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = [
+        "| model | path | p50 ms | p99 ms | throughput /s |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    for kind, r in results["models"].items():
+        for path in ("in_process", "served_c1", "served_c4"):
+            s = r[path]
+            lines.append(f"| {kind} | {path} | {s['p50_ms']} | {s['p99_ms']} | {s['throughput_per_s']} |")
+    lines += ["", "| target | measured | limit | met |", "| --- | ---: | ---: | :---: |"]
+    for check in results["checks"]:
+        lines.append(
+            f"| {check['name']} | {check['measured']} | {check['limit']} | {'yes' if check['ok'] else 'NO'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS)
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    parser.add_argument("--images", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--port", type=int, default=8599)
+    args = parser.parse_args()
+
+    settings = ServingSettings()
+    images = make_images(args.images)
+    results: dict[str, Any] = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "settings": {
+            "num_threads": settings.num_threads,
+            "pool_size": settings.pool_size,
+            "workers": settings.workers,
+        },
+        "images": {"count": len(images), "size": "640x480 JPEG"},
+        "models": {},
+    }
+    for kind, name in MODELS.items():
+        results["models"][kind] = {
+            "model": name,
+            "in_process": bench_in_process(args.models_dir / name / "1", images, args.rounds, settings),
+        }
+    proc = start_server(args.models_dir, args.port)
+    try:
+        base = f"http://127.0.0.1:{args.port}"
+        for kind, name in MODELS.items():
+            entry = results["models"][kind]
+            entry["served_c1"] = asyncio.run(bench_served(base, name, images, args.rounds, 1))
+            entry["served_c4"] = asyncio.run(bench_served(base, name, images, args.rounds, 4))
+        results["server_memory"] = rss_mb(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+    cls, yolo = results["models"]["classifier"], results["models"]["yolo"]
+    checks = [
+        ("yolo served p50 / in-process p50", yolo["served_c1"]["p50_ms"] / yolo["in_process"]["p50_ms"], 1.3),
+        (
+            "classifier served p50 - in-process p50 (ms)",
+            cls["served_c1"]["p50_ms"] - cls["in_process"]["p50_ms"],
+            3.0,
+        ),
+        (
+            "yolo c4 throughput / in-process throughput (min)",
+            yolo["served_c4"]["throughput_per_s"] / yolo["in_process"]["throughput_per_s"],
+            0.9,
+        ),
+        (
+            "classifier c4 throughput / in-process throughput (min)",
+            cls["served_c4"]["throughput_per_s"] / cls["in_process"]["throughput_per_s"],
+            0.9,
+        ),
+        ("server resident memory MB", results["server_memory"]["rss_mb"], 200.0),
+    ]
+    results["checks"] = [
+        {"name": n, "measured": round(v, 3), "limit": lim, "ok": v >= lim if "(min)" in n else v <= lim}
+        for n, v, lim in checks
+    ]
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "serving.json").write_text(json.dumps(results, indent=2))
+    table = markdown(results)
+    (args.out / "serving.md").write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
