@@ -142,6 +142,30 @@ def _parse_request(body: bytes, header_length: str | None) -> tuple[InferenceReq
         raise InvalidTensorError(f"invalid inference request: {where}") from exc
 
 
+def _from_json_data(
+    name: str, data: list[Any], dtype: np.dtype[Any], datatype: str, shape: list[int]
+) -> npt.NDArray[Any]:
+    """JSON tensor data -> array, refusing values the datatype cannot hold instead of wrapping them."""
+    try:
+        values = np.asarray(data, dtype=np.float64 if dtype.kind != "b" else np.bool_).reshape(-1)
+    except (TypeError, ValueError) as exc:
+        raise InvalidTensorError(
+            f"input {name!r}: data must be a flat or nested list of numbers ({exc})"
+        ) from exc
+    count = int(np.prod(shape))
+    if values.size != count:
+        raise InvalidTensorError(f"input {name!r}: {values.size} values given, {shape} needs {count}")
+    if dtype.kind in "iu" and values.size:
+        info = np.iinfo(dtype)
+        if values.min() < info.min or values.max() > info.max:
+            raise InvalidTensorError(
+                f"input {name!r}: values outside the {datatype} range {info.min}..{info.max}"
+            )
+        if np.any(values != np.round(values)):
+            raise InvalidTensorError(f"input {name!r}: {datatype} values must be integers")
+    return values.astype(dtype).reshape(shape)
+
+
 def _decode_inputs(
     request: InferenceRequest, binary: bytes, model: LoadedModel
 ) -> dict[str, npt.NDArray[Any]]:
@@ -171,20 +195,7 @@ def _decode_inputs(
             array = np.frombuffer(binary, dtype=dtype, count=count, offset=offset).reshape(want_shape)
             offset += size
         elif tensor.data is not None:
-            try:
-                array = np.asarray(tensor.data, dtype=dtype)
-            except (TypeError, ValueError, OverflowError) as exc:
-                raise InvalidTensorError(f"input {tensor.name!r}: data is not {want_type}: {exc}") from exc
-            if array.size != count:
-                raise InvalidTensorError(
-                    f"input {tensor.name!r}: {array.size} values given, {want_shape} needs {count}"
-                )
-            if dtype.kind in "iu":
-                info = np.iinfo(dtype)
-                flat = np.asarray(tensor.data, dtype=np.float64).reshape(-1)
-                if flat.size and (flat.min() < info.min or flat.max() > info.max):
-                    raise InvalidTensorError(f"input {tensor.name!r}: values outside the {want_type} range")
-            array = array.reshape(want_shape)
+            array = _from_json_data(tensor.name, tensor.data, dtype, want_type, want_shape)
         else:
             raise InvalidTensorError(f"input {tensor.name!r} has neither data nor binary_data_size")
         arrays[tensor.name] = array

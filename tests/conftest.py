@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -97,15 +98,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture
-def served(models_dir: Path) -> Iterator[str]:
-    """The real server process (`python -m edge_model_serving`) on a loopback port; yields its base URL."""
+@contextmanager
+def serve(models_dir: Path, **env: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """The real server process (`python -m edge_model_serving`) on a loopback port."""
     port = free_port()
-    env = {**os.environ, "EDGE_SERVING_WATCH_INTERVAL_S": "0", "EDGE_SERVING_LOG_LEVEL": "warning"}
+    proc_env = {
+        **os.environ,
+        "EDGE_SERVING_WATCH_INTERVAL_S": "0",
+        "EDGE_SERVING_LOG_LEVEL": "warning",
+        **env,
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "edge_model_serving", "--models-dir", str(models_dir), "--port", str(port)],
         cwd=REPO,
-        env=env,
+        env=proc_env,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -119,10 +125,18 @@ def served(models_dir: Path) -> Iterator[str]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError("the model server process did not become ready")
             time.sleep(0.1)
-        yield base
+        yield base, proc
     finally:
         proc.terminate()
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[str]:
+    """One real server process on the (read-only) fixture models for a test module; yields its base URL."""
+    with serve(FIXTURE_MODELS) as (base, _):
+        yield base
