@@ -10,13 +10,14 @@ It writes `serving.json` and `serving.md` and prints the table with the targets.
 from __future__ import annotations
 
 import argparse
-import asyncio
+import http.client
 import json
 import os
 import platform
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,9 @@ import httpx
 import numpy as np
 
 from edge_model_serving.manifest import load_manifest
+from edge_model_serving.model import LoadedModel
 from edge_model_serving.registry import _model_file
-from edge_model_serving.runtime import LoadedModel
+from edge_model_serving.runtime import tune_allocator
 from edge_model_serving.settings import ServingSettings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -76,15 +78,18 @@ def summarize(latencies_s: list[float], wall_s: float) -> dict[str, float]:
     }
 
 
-def bench_in_process(
-    folder: Path, images: list[bytes], rounds: int, settings: ServingSettings
-) -> dict[str, float]:
+def load_in_process(folder: Path, settings: ServingSettings) -> LoadedModel:
+    """The server's own model class, one interpreter, warmed up: the in-process reference."""
     manifest, labels, _ = load_manifest(folder)
     model_file = _model_file(folder)
     assert model_file is not None
     model = LoadedModel("bench", 1, model_file, manifest, labels, settings.num_threads, 1)
     model.warm_up()
-    for image in images[:5]:
+    return model
+
+
+def bench_in_process(model: LoadedModel, images: list[bytes], rounds: int) -> tuple[list[float], float]:
+    for image in images[:3]:
         model.predict(image)
     latencies = []
     start = time.perf_counter()
@@ -93,37 +98,54 @@ def bench_in_process(
             t0 = time.perf_counter()
             model.predict(image)
             latencies.append(time.perf_counter() - t0)
-    return summarize(latencies, time.perf_counter() - start)
+    return latencies, time.perf_counter() - start
 
 
-async def bench_served(
-    base: str, name: str, images: list[bytes], rounds: int, concurrency: int
-) -> dict[str, float]:
-    url = f"{base}/v1/models/{name}:predict"
-    headers = {"content-type": "image/jpeg"}
+def bench_served(
+    port: int, name: str, images: list[bytes], rounds: int, concurrency: int
+) -> tuple[list[float], float]:
+    """`concurrency` clients, each a thread with its own keep-alive connection, sharing one job list.
+
+    The stdlib client keeps the client's own CPU cost small: on 2 cores it competes with the server.
+    """
+    path = f"/v1/models/{name}:predict"
+    headers = {"Content-Type": "image/jpeg"}
     jobs = [image for _ in range(rounds) for image in images]
     latencies: list[float] = []
-    async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=concurrency)) as client:
-        for image in images[:5]:  # warm the connection pool and the server's path
-            (await client.post(url, content=image, headers=headers)).raise_for_status()
-        queue: asyncio.Queue[bytes] = asyncio.Queue()
-        for job in jobs:
-            queue.put_nowait(job)
+    lock = threading.Lock()
+    cursor = iter(range(len(jobs)))
 
-        async def worker() -> None:
-            while not queue.empty():
-                image = queue.get_nowait()
-                t0 = time.perf_counter()
-                response = await client.post(url, content=image, headers=headers)
-                latencies.append(time.perf_counter() - t0)
-                response.raise_for_status()
+    def client() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        for image in images[:3]:  # warm the connection and the server's path
+            conn.request("POST", path, body=image, headers=headers)
+            conn.getresponse().read()
+        barrier.wait()
+        while True:
+            with lock:
+                index = next(cursor, None)
+            if index is None:
+                break
+            t0 = time.perf_counter()
+            conn.request("POST", path, body=jobs[index], headers=headers)
+            response = conn.getresponse()
+            response.read()
+            elapsed = time.perf_counter() - t0
+            if response.status != 200:
+                raise RuntimeError(f"{path} answered {response.status}")
+            with lock:
+                latencies.append(elapsed)
+        conn.close()
 
-        start = time.perf_counter()
-        async with asyncio.TaskGroup() as group:
-            for _ in range(concurrency):
-                group.create_task(worker())
-        wall = time.perf_counter() - start
-    return summarize(latencies, wall)
+    barrier = threading.Barrier(concurrency + 1)
+    threads = [threading.Thread(target=client) for _ in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    return latencies, time.perf_counter() - start
 
 
 def rss_mb(pid: int) -> dict[str, float]:
@@ -177,10 +199,12 @@ def main() -> None:
     parser.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     parser.add_argument("--images", type=int, default=20)
-    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=4, help="passes over the images per block")
+    parser.add_argument("--repeats", type=int, default=4, help="alternating blocks per path")
     parser.add_argument("--port", type=int, default=8599)
     args = parser.parse_args()
 
+    tune_allocator()  # the server does the same at start: compare like with like
     settings = ServingSettings()
     images = make_images(args.images)
     results: dict[str, Any] = {
@@ -192,23 +216,28 @@ def main() -> None:
         "settings": {
             "num_threads": settings.num_threads,
             "pool_size": settings.pool_size,
-            "workers": settings.workers,
         },
         "images": {"count": len(images), "size": "640x480 JPEG"},
         "models": {},
     }
-    for kind, name in MODELS.items():
-        results["models"][kind] = {
-            "model": name,
-            "in_process": bench_in_process(args.models_dir / name / "1", images, args.rounds, settings),
-        }
+    # The machine's speed drifts (other processes, clocks): alternate short blocks of each path
+    # and pool them, so every ratio compares measurements taken over the same minutes.
     proc = start_server(args.models_dir, args.port)
     try:
-        base = f"http://127.0.0.1:{args.port}"
         for kind, name in MODELS.items():
-            entry = results["models"][kind]
-            entry["served_c1"] = asyncio.run(bench_served(base, name, images, args.rounds, 1))
-            entry["served_c4"] = asyncio.run(bench_served(base, name, images, args.rounds, 4))
+            model = load_in_process(args.models_dir / name / "1", settings)
+            pooled: dict[str, tuple[list[float], float]] = {}
+            for _ in range(args.repeats):
+                blocks: dict[str, tuple[list[float], float]] = {
+                    "in_process": bench_in_process(model, images, args.rounds),
+                    "served_c1": bench_served(args.port, name, images, args.rounds, 1),
+                    "served_c4": bench_served(args.port, name, images, args.rounds, 4),
+                }
+                for path, (lat, wall) in blocks.items():
+                    old_lat, old_wall = pooled.get(path, ([], 0.0))
+                    pooled[path] = ([*old_lat, *lat], old_wall + wall)
+            results["models"][kind] = {"model": name, **{p: summarize(*v) for p, v in pooled.items()}}
+            del model
         results["server_memory"] = rss_mb(proc.pid)
     finally:
         proc.terminate()

@@ -9,6 +9,7 @@ from pathlib import Path
 import uvicorn
 
 from edge_model_serving.api import create_app
+from edge_model_serving.runtime import tune_allocator
 from edge_model_serving.settings import ServingSettings
 
 
@@ -27,6 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     if not settings.models_dir.is_dir():
         parser.error(f"models directory {settings.models_dir} does not exist")
+    tune_allocator()
     uvicorn.run(
         create_app(settings),
         host=settings.host,

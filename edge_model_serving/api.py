@@ -7,7 +7,6 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated
 
 from fastapi import APIRouter, FastAPI, Query, Request
@@ -187,8 +186,7 @@ async def _predict(
     runtime.admit()
     try:
         body = await read_body(request, runtime.settings.max_body_bytes)
-        prepared = await runtime.run(model.prepare, body)
-        result = await runtime.run(model.infer, prepared, score_threshold, max_detections)
+        result = await model.predict_async(body, score_threshold, max_detections)
     except ServingError as exc:
         metrics.requests.labels(name, label_version, "v1", exc.code).inc()
         raise
@@ -201,19 +199,31 @@ async def _predict(
     return result
 
 
-@router.post("/v1/models/{name}:predict", tags=["predict"], openapi_extra=_IMAGE_BODY)
+def _json(result: PredictResponse) -> Response:
+    # Already a validated model: serialise once, skipping FastAPI's second validation pass.
+    return Response(result.model_dump_json(), media_type="application/json")
+
+
+@router.post(
+    "/v1/models/{name}:predict", tags=["predict"], openapi_extra=_IMAGE_BODY, response_model=PredictResponse
+)
 async def predict_latest(
     name: str,
     request: Request,
     runtime: RuntimeDep,
     score_threshold: ScoreThreshold = None,
     max_detections: MaxDetections = None,
-) -> PredictResponse:
+) -> Response:
     """Predict on the raw image bytes (JPEG or PNG) with the latest ready version."""
-    return await _predict(request, runtime, name, None, score_threshold, max_detections)
+    return _json(await _predict(request, runtime, name, None, score_threshold, max_detections))
 
 
-@router.post("/v1/models/{name}/versions/{version}:predict", tags=["predict"], openapi_extra=_IMAGE_BODY)
+@router.post(
+    "/v1/models/{name}/versions/{version}:predict",
+    tags=["predict"],
+    openapi_extra=_IMAGE_BODY,
+    response_model=PredictResponse,
+)
 async def predict_version(
     name: str,
     version: str,
@@ -221,9 +231,11 @@ async def predict_version(
     runtime: RuntimeDep,
     score_threshold: ScoreThreshold = None,
     max_detections: MaxDetections = None,
-) -> PredictResponse:
+) -> Response:
     """Predict with one version (an integer, or `latest`)."""
-    return await _predict(request, runtime, name, _parse_version(version), score_threshold, max_detections)
+    return _json(
+        await _predict(request, runtime, name, _parse_version(version), score_threshold, max_detections)
+    )
 
 
 def create_app(settings: ServingSettings | None = None) -> FastAPI:
@@ -232,8 +244,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         registry = ModelRegistry(settings.models_dir, settings.num_threads, settings.pool_size)
-        executor = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="serving")
-        runtime = ServingRuntime(settings, registry, ServingMetrics(), executor)
+        runtime = ServingRuntime(settings, registry, ServingMetrics())
         app.state.runtime = runtime
         # Load in the background: /health/live answers at once, /health/ready once models are loaded.
         runtime.tasks.append(asyncio.create_task(registry.sync(), name="initial-load"))
@@ -245,7 +256,6 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             for task in runtime.tasks:
                 task.cancel()
             await asyncio.gather(*runtime.tasks, return_exceptions=True)
-            executor.shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(
         title="edge_model_serving",

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Annotated, TypeVar
+from typing import Annotated
 
 from fastapi import Depends, Request
 
@@ -15,21 +13,14 @@ from edge_model_serving.metrics import ServingMetrics
 from edge_model_serving.registry import ModelRegistry
 from edge_model_serving.settings import ServingSettings
 
-T = TypeVar("T")
-
 
 @dataclass
 class ServingRuntime:
     settings: ServingSettings
     registry: ModelRegistry
     metrics: ServingMetrics
-    executor: ThreadPoolExecutor
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _in_flight: int = 0
-
-    async def run(self, fn: Callable[..., T], *args: object) -> T:
-        """Run blocking work (OpenCV, LiteRT) on the server's worker threads, never on the event loop."""
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     def admit(self) -> None:
         """Refuse work beyond `max_pending` requests in flight, rather than queue without bound."""
@@ -45,7 +36,8 @@ class ServingRuntime:
         self.metrics.in_flight.set(self._in_flight)
 
 
-def get_runtime(request: Request) -> ServingRuntime:
+async def get_runtime(request: Request) -> ServingRuntime:
+    # async on purpose: FastAPI runs plain-def dependencies in a thread pool, a hop per request.
     runtime: ServingRuntime = request.app.state.runtime
     return runtime
 

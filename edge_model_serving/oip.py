@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from edge_model_serving import __version__
 from edge_model_serving.deps import RuntimeDep, ServingRuntime, read_body
 from edge_model_serving.errors import InvalidTensorError, ModelNotReadyError, ServingError
-from edge_model_serving.runtime import LoadedModel
+from edge_model_serving.model import LoadedModel
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol v2"])
 
@@ -161,7 +161,7 @@ def _from_json_data(
             raise InvalidTensorError(
                 f"input {name!r}: values outside the {datatype} range {info.min}..{info.max}"
             )
-        if np.any(values != np.round(values)):
+        if np.any(values != np.round(values.astype(np.float64))):
             raise InvalidTensorError(f"input {name!r}: {datatype} values must be integers")
     return values.astype(dtype).reshape(shape)
 
@@ -244,7 +244,7 @@ async def infer(name: str, request: Request, runtime: RuntimeDep, version: str |
         body = await read_body(request, runtime.settings.max_body_bytes)
         parsed, binary = _parse_request(body, request.headers.get(_HEADER_LENGTH))
         inputs = _decode_inputs(parsed, binary, model)
-        outputs = await runtime.run(model.infer_tensors, inputs)
+        outputs = await model.infer_tensors_async(inputs)
         tensors, chunks = _encode_outputs(parsed, outputs)
     except ServingError as exc:
         outcome = exc.code

@@ -98,7 +98,23 @@ class Preprocessor:
         self.manifest = manifest
         self._a, self._b = self._affine()
         self._identity = spec.dtype is np.uint8 and np.all(self._a == 1.0) and np.all(self._b == 0.0)
-        self._xor_to_int8 = spec.dtype is np.int8 and np.all(self._a == 1.0) and np.all(self._b == -128.0)
+        self._lut = self._lookup_table()
+
+    def _lookup_table(self) -> npt.NDArray[Any]:
+        """The affine map evaluated on all 256 pixel values, per channel: one cv2.LUT call per image.
+
+        Quantised inputs get an 8-bit table (int8 stored as its uint8 bit pattern, viewed back after),
+        float inputs a float32 table; either way the values equal the float formula, rounded and clipped.
+        """
+        pixels = np.arange(256, dtype=np.float32)[:, None]
+        values = pixels * self._a[None, :] + self._b[None, :]  # [256, channels]
+        spec = self.spec
+        if spec.quantized:
+            info = np.iinfo(spec.dtype)  # type: ignore[type-var]
+            values = np.clip(np.rint(values), info.min, info.max).astype(spec.dtype).view(np.uint8)
+        else:
+            values = values.astype(np.float32)
+        return np.ascontiguousarray(values.reshape(1, 256, -1))
 
     def _affine(self) -> tuple[FloatArray, FloatArray]:
         spec, norm = self.spec, self.manifest.normalization
@@ -168,18 +184,16 @@ class Preprocessor:
         return tensor[None, ...], placement
 
     def _to_tensor(self, pixels: npt.NDArray[Any]) -> npt.NDArray[Any]:
-        spec = self.spec
         if self._identity:
             return pixels
-        if self._xor_to_int8:  # uint8 pixel - 128 as int8, without a float round trip
-            shifted: npt.NDArray[Any] = np.bitwise_xor(pixels, np.uint8(0x80)).view(np.int8)
-            return shifted
-        values: npt.NDArray[Any] = pixels.astype(np.float32) * self._a + self._b
-        if not spec.quantized:
-            return values.astype(spec.dtype, copy=False)
-        info = np.iinfo(spec.dtype)  # type: ignore[type-var]
-        quantized: npt.NDArray[Any] = np.clip(np.rint(values), info.min, info.max).astype(spec.dtype)
-        return quantized
+        out: npt.NDArray[Any]
+        if pixels.shape[2] == 1:
+            out = cv2.LUT(pixels[:, :, 0], self._lut[0, :, 0])[:, :, None]
+        else:
+            out = cv2.LUT(pixels, self._lut)
+        if self.spec.quantized and self.spec.dtype is np.int8:
+            out = out.view(np.int8)
+        return out
 
 
 def dequantize(tensor: npt.NDArray[np.generic], scale: float, zero_point: int) -> FloatArray:

@@ -26,7 +26,7 @@ from edge_model_serving.errors import (
     VersionNotFoundError,
 )
 from edge_model_serving.manifest import load_manifest
-from edge_model_serving.runtime import LoadedModel
+from edge_model_serving.model import LoadedModel
 from edge_model_serving.schemas import ModelInfo, ModelList, VersionInfo
 
 log = logging.getLogger(__name__)

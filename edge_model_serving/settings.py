@@ -22,8 +22,9 @@ class ServingSettings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="Interface to bind; 0.0.0.0 inside a container.")
     port: int = Field(default=8501, ge=1, le=65535)
     num_threads: int = Field(default_factory=_cpu_count, ge=1, description="LiteRT threads per interpreter.")
-    pool_size: int = Field(default=2, ge=1, le=16, description="Interpreters per model version.")
-    workers: int = Field(default=4, ge=1, le=64, description="Threads for decoding and inference.")
+    pool_size: int = Field(
+        default=2, ge=1, le=16, description="Interpreters (each with its own thread) per model version."
+    )
     max_body_bytes: int = Field(
         default=20 * 1024 * 1024, ge=1024, description="Largest accepted request body."
     )
