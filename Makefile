@@ -52,6 +52,8 @@ format: $(VENV)/.installed ## Format the code with ruff
 	$(VENV)/bin/ruff format .
 
 bench: $(VENV)/.installed ## Benchmark in-process vs served latency and throughput (writes bench/results/)
+	@command -v wrk >/dev/null || ./deployment/install-debian-packages.sh wrk || \
+		echo "wrk is not available: the benchmark falls back to a Python client (which competes for the CPU)"
 	$(VENV)/bin/python -m bench.serving --out bench/results
 
 fixtures: $(TRAIN_VENV)/.installed ## Rebuild the .tflite test fixtures (needs the heavy `train` extra)

@@ -14,9 +14,11 @@ import http.client
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -34,6 +36,7 @@ from edge_model_serving.settings import ServingSettings
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS = REPO / "tests" / "fixtures" / "bench"
+WRK_SCRIPT = Path(__file__).resolve().parent / "wrk_predict.lua"
 MODELS = {"classifier": "bench-classifier", "yolo": "bench-yolov8"}
 
 
@@ -67,14 +70,21 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-def summarize(latencies_s: list[float], wall_s: float) -> dict[str, float]:
+Block = dict[str, float]  # p50_ms, p99_ms, requests, wall_s of one measurement block
+
+
+def block(latencies_s: list[float], wall_s: float) -> Block:
     ms = [v * 1000 for v in latencies_s]
+    return {"p50_ms": percentile(ms, 50), "p99_ms": percentile(ms, 99), "requests": len(ms), "wall_s": wall_s}
+
+
+def pool_blocks(blocks: list[Block]) -> dict[str, float]:
+    """Median of the blocks' percentiles; throughput over all blocks together."""
     return {
-        "p50_ms": round(percentile(ms, 50), 3),
-        "p99_ms": round(percentile(ms, 99), 3),
-        "mean_ms": round(statistics.fmean(ms), 3),
-        "throughput_per_s": round(len(ms) / wall_s, 2),
-        "requests": len(ms),
+        "p50_ms": round(statistics.median(b["p50_ms"] for b in blocks), 3),
+        "p99_ms": round(statistics.median(b["p99_ms"] for b in blocks), 3),
+        "throughput_per_s": round(sum(b["requests"] for b in blocks) / sum(b["wall_s"] for b in blocks), 2),
+        "requests": int(sum(b["requests"] for b in blocks)),
     }
 
 
@@ -83,12 +93,12 @@ def load_in_process(folder: Path, settings: ServingSettings) -> LoadedModel:
     manifest, labels, _ = load_manifest(folder)
     model_file = _model_file(folder)
     assert model_file is not None
-    model = LoadedModel("bench", 1, model_file, manifest, labels, settings.num_threads, 1)
+    model = LoadedModel("bench", 1, model_file, manifest, labels, settings.interpreter_threads, 1)
     model.warm_up()
     return model
 
 
-def bench_in_process(model: LoadedModel, images: list[bytes], rounds: int) -> tuple[list[float], float]:
+def bench_in_process(model: LoadedModel, images: list[bytes], rounds: int) -> Block:
     for image in images[:3]:
         model.predict(image)
     latencies = []
@@ -98,12 +108,28 @@ def bench_in_process(model: LoadedModel, images: list[bytes], rounds: int) -> tu
             t0 = time.perf_counter()
             model.predict(image)
             latencies.append(time.perf_counter() - t0)
-    return latencies, time.perf_counter() - start
+    return block(latencies, time.perf_counter() - start)
 
 
-def bench_served(
-    port: int, name: str, images: list[bytes], rounds: int, concurrency: int
-) -> tuple[list[float], float]:
+def bench_wrk(port: int, name: str, image_files: list[Path], seconds: int, concurrency: int) -> Block:
+    """Served latency and throughput measured by wrk: a C load generator that leaves the CPU to the server."""
+    url = f"http://127.0.0.1:{port}/v1/models/{name}:predict"
+    command = ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--latency", "-s", str(WRK_SCRIPT), url]
+    output = subprocess.run(
+        [*command, "--", *map(str, image_files)], capture_output=True, text=True, check=True
+    )
+    summary = json.loads(output.stdout.strip().splitlines()[-1])
+    if summary["errors"]:
+        raise RuntimeError(f"{summary['errors']} failed requests to {url}")
+    return {
+        "p50_ms": summary["p50_us"] / 1000,
+        "p99_ms": summary["p99_us"] / 1000,
+        "requests": summary["requests"],
+        "wall_s": summary["duration_us"] / 1e6,
+    }
+
+
+def bench_served(port: int, name: str, images: list[bytes], rounds: int, concurrency: int) -> Block:
     """`concurrency` clients, each a thread with its own keep-alive connection, sharing one job list.
 
     The stdlib client keeps the client's own CPU cost small: on 2 cores it competes with the server.
@@ -145,7 +171,7 @@ def bench_served(
     start = time.perf_counter()
     for thread in threads:
         thread.join()
-    return latencies, time.perf_counter() - start
+    return block(latencies, time.perf_counter() - start)
 
 
 def rss_mb(pid: int) -> dict[str, float]:
@@ -202,6 +228,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help="passes over the images per block")
     parser.add_argument("--repeats", type=int, default=4, help="alternating blocks per path")
     parser.add_argument("--port", type=int, default=8599)
+    parser.add_argument("--seconds", type=int, default=3, help="duration of each wrk block")
+    parser.add_argument("--python-client", action="store_true", help="measure with Python threads, not wrk")
     args = parser.parse_args()
 
     tune_allocator()  # the server does the same at start: compare like with like
@@ -214,7 +242,7 @@ def main() -> None:
             "python": platform.python_version(),
         },
         "settings": {
-            "num_threads": settings.num_threads,
+            "num_threads": settings.interpreter_threads,
             "pool_size": settings.pool_size,
         },
         "images": {"count": len(images), "size": "640x480 JPEG"},
@@ -222,26 +250,36 @@ def main() -> None:
     }
     # The machine's speed drifts (other processes, clocks): alternate short blocks of each path
     # and pool them, so every ratio compares measurements taken over the same minutes.
+    use_wrk = shutil.which("wrk") is not None and not args.python_client
+    results["client"] = "wrk" if use_wrk else "python http.client threads"
     proc = start_server(args.models_dir, args.port)
-    try:
-        for kind, name in MODELS.items():
-            model = load_in_process(args.models_dir / name / "1", settings)
-            pooled: dict[str, tuple[list[float], float]] = {}
-            for _ in range(args.repeats):
-                blocks: dict[str, tuple[list[float], float]] = {
-                    "in_process": bench_in_process(model, images, args.rounds),
-                    "served_c1": bench_served(args.port, name, images, args.rounds, 1),
-                    "served_c4": bench_served(args.port, name, images, args.rounds, 4),
-                }
-                for path, (lat, wall) in blocks.items():
-                    old_lat, old_wall = pooled.get(path, ([], 0.0))
-                    pooled[path] = ([*old_lat, *lat], old_wall + wall)
-            results["models"][kind] = {"model": name, **{p: summarize(*v) for p, v in pooled.items()}}
-            del model
-        results["server_memory"] = rss_mb(proc.pid)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with tempfile.TemporaryDirectory() as tmp:
+        image_files = []
+        for index, image in enumerate(images):
+            image_files.append(Path(tmp) / f"{index:03d}.jpg")
+            image_files[-1].write_bytes(image)
+        try:
+            for kind, name in MODELS.items():
+                model = load_in_process(args.models_dir / name / "1", settings)
+                blocks: dict[str, list[Block]] = {"in_process": [], "served_c1": [], "served_c4": []}
+                for _ in range(args.repeats):
+                    blocks["in_process"].append(bench_in_process(model, images, args.rounds))
+                    for concurrency in (1, 4):
+                        key = f"served_c{concurrency}"
+                        if use_wrk:
+                            blocks[key].append(
+                                bench_wrk(args.port, name, image_files, args.seconds, concurrency)
+                            )
+                        else:
+                            blocks[key].append(
+                                bench_served(args.port, name, images, args.rounds, concurrency)
+                            )
+                results["models"][kind] = {"model": name, **{k: pool_blocks(v) for k, v in blocks.items()}}
+                del model
+            results["server_memory"] = rss_mb(proc.pid)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
 
     cls, yolo = results["models"]["classifier"], results["models"]["yolo"]
     checks = [

@@ -243,7 +243,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        registry = ModelRegistry(settings.models_dir, settings.num_threads, settings.pool_size)
+        registry = ModelRegistry(settings.models_dir, settings.interpreter_threads, settings.pool_size)
         runtime = ServingRuntime(settings, registry, ServingMetrics())
         app.state.runtime = runtime
         # Load in the background: /health/live answers at once, /health/ready once models are loaded.

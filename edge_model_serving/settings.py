@@ -21,7 +21,12 @@ class ServingSettings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Interface to bind; 0.0.0.0 inside a container.")
     port: int = Field(default=8501, ge=1, le=65535)
-    num_threads: int = Field(default_factory=_cpu_count, ge=1, description="LiteRT threads per interpreter.")
+    num_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="LiteRT threads per interpreter; default: the CPU count divided by pool_size, so that "
+        "concurrent requests never oversubscribe the cores (XNNPACK's threads spin while they wait).",
+    )
     pool_size: int = Field(
         default=2, ge=1, le=16, description="Interpreters (each with its own thread) per model version."
     )
@@ -35,3 +40,7 @@ class ServingSettings(BaseSettings):
         default=2.0, ge=0.0, description="How often to look for new or changed model versions; 0 disables."
     )
     log_level: str = Field(default="info", description="debug, info, warning or error.")
+
+    @property
+    def interpreter_threads(self) -> int:
+        return self.num_threads or max(1, _cpu_count() // self.pool_size)
