@@ -81,15 +81,19 @@ def scan_models_dir(models_dir: Path) -> dict[tuple[str, int], Path]:
     """Every (name, version) on disk and its folder."""
     found: dict[tuple[str, int], Path] = {}
     if not models_dir.is_dir():
+        log.warning("models directory %s does not exist", models_dir)
         return found
     for model_dir in sorted(models_dir.iterdir()):
         if not model_dir.is_dir() or model_dir.name.startswith("."):
             continue
-        versions = [d for d in model_dir.iterdir() if d.is_dir() and d.name.isdigit() and _model_file(d)]
-        for version_dir in versions:
-            found[(model_dir.name, int(version_dir.name))] = version_dir
-        if not versions and _model_file(model_dir):
-            found[(model_dir.name, 1)] = model_dir
+        try:  # a folder may vanish or be unreadable while we look: skip it this time
+            versions = [d for d in model_dir.iterdir() if d.is_dir() and d.name.isdigit() and _model_file(d)]
+            for version_dir in versions:
+                found[(model_dir.name, int(version_dir.name))] = version_dir
+            if not versions and _model_file(model_dir):
+                found[(model_dir.name, 1)] = model_dir
+        except OSError as exc:
+            log.warning("skipping %s: %s", model_dir, exc)
     return found
 
 
@@ -132,13 +136,18 @@ class ModelRegistry:
         candidate = VersionEntry(name=key[0], version=key[1], path=path, signature=signature)
         try:
             model, source = await asyncio.to_thread(self._load, candidate)
-        except ServingError as exc:
+        except Exception as exc:  # any failure is this version's, never the server's
+            if isinstance(exc, ServingError):
+                detail = exc.detail
+            else:
+                log.exception("unexpected error loading model %s version %d", *key)
+                detail = f"unexpected error while loading: {exc!r}"
             entry.signature = signature
             if entry.model is not None:  # keep serving what was loaded before
-                entry.error = f"reload failed, still serving the previous file: {exc.detail}"
+                entry.error = f"reload failed, still serving the previous file: {detail}"
             else:
-                entry.status, entry.error = "failed", exc.detail
-            log.warning("model %s version %d failed to load: %s", key[0], key[1], exc.detail)
+                entry.status, entry.error = "failed", detail
+            log.warning("model %s version %d failed to load: %s", key[0], key[1], detail)
             return
         entry.model, entry.source, entry.signature = model, source, signature
         entry.status, entry.error, entry.loaded_at = "ready", None, time.time()
