@@ -13,7 +13,7 @@ export UV_PYTHON_DOWNLOADS := never
 
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 
-.PHONY: help run test test-unit test-integration lint format bench fixtures clean
+.PHONY: help run test test-unit lint format bench models fixtures clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "}; /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -45,7 +45,7 @@ test-unit: $(VENV)/.installed ## Unit tests only (seconds)
 lint: $(VENV)/.installed ## ruff (with the ASYNC rules) and mypy --strict
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy edge_model_serving bench tests
+	$(VENV)/bin/mypy edge_model_serving hub bench tests
 
 format: $(VENV)/.installed ## Format the code with ruff
 	$(VENV)/bin/ruff check --fix .
@@ -55,6 +55,9 @@ bench: $(VENV)/.installed ## Benchmark in-process vs served latency and throughp
 	@command -v wrk >/dev/null || ./deployment/install-debian-packages.sh wrk || \
 		echo "wrk is not available: the benchmark falls back to a Python client (which competes for the CPU)"
 	$(VENV)/bin/python -m bench.serving --out bench/results
+
+models: $(TRAIN_VENV)/.installed ## Rebuild the bundled duck models (models/duck-*): generate, train, quantise, cards
+	time $(TRAIN_VENV)/bin/python -m hub.model_factory bundled --out $(MODELS_DIR)
 
 fixtures: $(TRAIN_VENV)/.installed ## Rebuild the .tflite test fixtures (needs the heavy `train` extra)
 	$(TRAIN_VENV)/bin/python tests/fixtures/build_models.py --out tests/fixtures/models

@@ -1,0 +1,1 @@
+"""The hub: fleet data, model factory, roll-outs."""
