@@ -1,0 +1,1 @@
+"""Synthetic plastic-duck line: deterministic camera frames with exact ground truth, datasets and demo frames."""
