@@ -24,7 +24,9 @@ def confusion_image(confusion: list[list[int]], labels: list[str], title: str, p
     matrix = np.asarray(confusion, np.float64)
     row_sums = np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     cv2.putText(image, title, (10, 30), font, 0.7, (0, 0, 0), 2, cv2.LINE_AA)
-    cv2.putText(image, "predicted", (left + n * cell // 2 - 45, top - 35), font, 0.55, (60, 60, 60), 1, cv2.LINE_AA)
+    cv2.putText(
+        image, "predicted", (left + n * cell // 2 - 45, top - 35), font, 0.55, (60, 60, 60), 1, cv2.LINE_AA
+    )
     cv2.putText(image, "truth", (8, top + n * cell // 2), font, 0.55, (60, 60, 60), 1, cv2.LINE_AA)
     for j, label in enumerate(labels):
         cv2.putText(image, label, (left + j * cell + 8, top - 10), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
@@ -40,7 +42,9 @@ def confusion_image(confusion: list[list[int]], labels: list[str], title: str, p
             cv2.rectangle(image, (x0, y0), (x0 + cell, y0 + cell), (120, 120, 120), 1)
             text = f"{int(matrix[i, j])}"
             cv2.putText(image, text, (x0 + 20, y0 + cell // 2), font, 0.8, (0, 0, 0), 2, cv2.LINE_AA)
-            cv2.putText(image, f"{share:.1%}", (x0 + 20, y0 + cell // 2 + 28), font, 0.5, (40, 40, 40), 1, cv2.LINE_AA)
+            cv2.putText(
+                image, f"{share:.1%}", (x0 + 20, y0 + cell // 2 + 28), font, 0.5, (40, 40, 40), 1, cv2.LINE_AA
+            )
     cv2.imwrite(str(path), image)
 
 

@@ -41,9 +41,9 @@ class ClassificationSet:
     files: list[Path]
 
 
-def load_classification(root: Path, split: str, size: int) -> ClassificationSet:
+def load_classification(root: Path, split: str, size: int, resize: str = "stretch") -> ClassificationSet:
     """`root/<split>/<class>/*.jpg` (class folders, the usual layout)."""
-    pre = make_preprocessor(size, "classification", list(CLASSES), "stretch")
+    pre = make_preprocessor(size, "classification", list(CLASSES), resize)
     images, labels, files = [], [], []
     for class_index, name in enumerate(CLASSES):
         for path in sorted((root / split / name).glob("*.jpg")):

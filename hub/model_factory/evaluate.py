@@ -42,7 +42,10 @@ class ClassificationReport:
 
 
 def classification_report(
-    truth: npt.NDArray[np.int64], predicted: npt.NDArray[np.int64], labels: list[str], kinds: list[str] | None = None
+    truth: npt.NDArray[np.int64],
+    predicted: npt.NDArray[np.int64],
+    labels: list[str],
+    kinds: list[str] | None = None,
 ) -> ClassificationReport:
     confusion = np.zeros((len(labels), len(labels)), np.int64)
     np.add.at(confusion, (truth, predicted), 1)
@@ -156,4 +159,7 @@ def served_latency_ms(model: LoadedModel, images: list[bytes], repeats: int = 3)
             result = model.predict(image)
             totals.append((time.perf_counter() - t0) * 1000)
             inference.append(result.timings_ms.inference)
-    return {"total_p50_ms": round(statistics.median(totals), 2), "inference_p50_ms": round(statistics.median(inference), 2)}
+    return {
+        "total_p50_ms": round(statistics.median(totals), 2),
+        "inference_p50_ms": round(statistics.median(inference), 2),
+    }

@@ -12,9 +12,7 @@ import tensorflow as tf
 import yaml
 
 
-def to_int8_tflite(
-    serve: Any, representative: npt.NDArray[np.uint8], io_type: str = "int8"
-) -> bytes:
+def to_int8_tflite(serve: Any, representative: npt.NDArray[np.uint8], io_type: str = "int8") -> bytes:
     """Convert a tf.function to a fully int8 model (weights, activations, input and output).
 
     `representative` are real input images (raw 0..255 pixels): the calibration that sets every

@@ -181,3 +181,23 @@ def classifier_export_fn(model: keras.Model, size: int) -> Any:
         return model(image, training=False)
 
     return serve
+
+
+def defect_classifier_export_fn(model: keras.Model, size: int, threshold: float) -> Any:
+    """The detector as an OK/KO classifier: [1, 2] = (p_ok, p_ko), p_ko from the strongest defect score.
+
+    The strongest class score over all cells is remapped piecewise-linearly so that the detector's own
+    threshold lands on 0.5 (argmax then agrees with the detector), using only ops that run in int8
+    (reduce-max, multiply, add, minimum/maximum): no log or division in the graph.
+    """
+    low, high = 0.5 / threshold, 0.5 / (1.0 - threshold)
+    pick = tf.minimum if threshold <= 0.5 else tf.maximum
+
+    @tf.function(input_signature=[tf.TensorSpec([1, size, size, 3], tf.float32, name="image")])
+    def serve(image: Any) -> Any:
+        _, scores = decode_head(model(image, training=False), size)
+        strongest = tf.reduce_max(scores, axis=[1, 2])
+        ko = pick(strongest * low, 0.5 + (strongest - threshold) * high)
+        return tf.stack([1.0 - ko, ko], axis=-1)
+
+    return serve

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -39,15 +39,17 @@ def frames() -> list[tuple[bytes, bool, list[tuple[str, tuple[float, float, floa
 
 
 @pytest.fixture(scope="module")
-def server() -> TestClient:
+def server() -> Iterator[TestClient]:
     settings = ServingSettings(models_dir=MODELS, watch_interval_s=0)
     with TestClient(create_app(settings)) as client:
         wait_ready(client)
-        yield client  # type: ignore[misc]
+        yield client
 
 
 def _predict(server: TestClient, model: str, image: bytes) -> dict:  # type: ignore[type-arg]
-    response = server.post(f"/v1/models/{model}:predict", content=image, headers={"content-type": "image/jpeg"})
+    response = server.post(
+        f"/v1/models/{model}:predict", content=image, headers={"content-type": "image/jpeg"}
+    )
     assert response.status_code == 200, response.text
     return response.json()["prediction"]  # type: ignore[no-any-return]
 
@@ -64,7 +66,8 @@ def test_both_models_are_served_full_int8(server: TestClient) -> None:
 
 def test_classifier_accuracy_on_fresh_frames(server: TestClient, frames: list) -> None:  # type: ignore[type-arg]
     correct = sum(
-        (_predict(server, "duck-classifier", image)["label"] == ("ok" if ok else "ko")) for image, ok, _ in frames
+        (_predict(server, "duck-classifier", image)["label"] == ("ok" if ok else "ko"))
+        for image, ok, _ in frames
     )
     accuracy = correct / len(frames)
     assert accuracy >= 0.97, f"accuracy {accuracy:.3f} on {len(frames)} fresh frames"
@@ -75,15 +78,23 @@ def test_detector_precision_and_recall_on_fresh_frames(server: TestClient, frame
     for image, _, defects in frames:
         found = _predict(server, "duck-detector", image)["detections"]
         predictions.append(
-            (np.asarray([d["box"] for d in found], np.float32).reshape(-1, 4),
-             np.asarray([d["class_index"] for d in found], np.int64))
+            (
+                np.asarray([d["box"] for d in found], np.float32).reshape(-1, 4),
+                np.asarray([d["class_index"] for d in found], np.int64),
+            )
         )
         truths.append(
-            (np.asarray([box for _, box in defects], np.float32).reshape(-1, 4),
-             np.asarray([DEFECT_KINDS.index(kind) for kind, _ in defects], np.int64))
+            (
+                np.asarray([box for _, box in defects], np.float32).reshape(-1, 4),
+                np.asarray([DEFECT_KINDS.index(kind) for kind, _ in defects], np.int64),
+            )
         )
     report = detection_report(predictions, truths, list(DEFECT_KINDS))
-    assert report.recall >= 0.90 and report.precision >= 0.90, (report.precision, report.recall, report.per_class())
+    assert report.recall >= 0.90 and report.precision >= 0.90, (
+        report.precision,
+        report.recall,
+        report.per_class(),
+    )
 
 
 def test_a_clean_duck_has_no_defect_box_and_a_stain_is_boxed(server: TestClient) -> None:
@@ -92,7 +103,10 @@ def test_a_clean_duck_has_no_defect_box_and_a_stain_is_boxed(server: TestClient)
     stained = render_item(CHECK_SEED + 1, 0, defect_kind="stain").frames["top"]
     found = _predict(server, "duck-detector", jpeg(stained.image))["detections"]
     truth = np.asarray([stained.defects[0].box], np.float32)
-    assert any(d["label"] == "stain" and box_iou(np.asarray([d["box"]], np.float32), truth)[0, 0] >= 0.5 for d in found)
+    assert any(
+        d["label"] == "stain" and box_iou(np.asarray([d["box"]], np.float32), truth)[0, 0] >= 0.5
+        for d in found
+    )
 
 
 @pytest.mark.parametrize("name", ["duck-classifier", "duck-detector"])
@@ -100,7 +114,9 @@ def test_model_cards_describe_the_models_beside_them(name: str) -> None:
     folder = MODELS / name / "1"
     data = json.loads((folder / "card.json").read_text())
     tflite = (folder / "model.tflite").read_bytes()
-    assert data["tflite_sha256"] == hashlib.sha256(tflite).hexdigest(), "card.json is not about this model.tflite"
+    assert data["tflite_sha256"] == hashlib.sha256(tflite).hexdigest(), (
+        "card.json is not about this model.tflite"
+    )
     assert data["tflite_bytes"] == len(tflite)
     readme = (folder / "README.md").read_text()
     assert data["tflite_sha256"][:16] in readme
