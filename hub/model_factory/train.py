@@ -256,6 +256,7 @@ class TrainedDetector:
     size: int
     threshold: float
     representative: npt.NDArray[np.uint8]
+    val: DetectionSet
 
 
 def train_detector(
@@ -354,7 +355,23 @@ def train_detector(
     )
     d["confusion"] = confusion
     _detector_card(out, d, data)
-    return TrainedDetector(d, model, size, threshold, _representative(train.images, 200, seed))
+    return TrainedDetector(d, model, size, threshold, _representative(train.images, 200, seed), val)
+
+
+def _pick_decision_threshold(detector: TrainedDetector) -> float:
+    """The strongest-defect score above which a frame is KO, chosen for accuracy on the validation split.
+
+    Not the detector's threshold: a frame is KO when any defect is seen, even one whose box is poor.
+    """
+    raw = detector.model.predict(detector.val.images.astype(np.float32), batch_size=32, verbose=0)
+    strongest = nets.decode_head(raw, detector.size)[1].numpy().max(axis=(1, 2))
+    ko = np.asarray([len(b) > 0 for b in detector.val.boxes])
+    candidates = np.round(np.arange(0.05, 0.8, 0.025), 3)
+    accuracy = [float(np.mean((strongest >= t) == ko)) for t in candidates]
+    best = max(accuracy)
+    # among equally accurate thresholds, the middle one: the widest margin on both sides
+    tied = [float(t) for t, a in zip(candidates, accuracy, strict=True) if a == best]
+    return tied[len(tied) // 2]
 
 
 def classifier_from_detector(
@@ -367,7 +384,8 @@ def classifier_from_detector(
     that only have verdicts. This model is evaluated as a classifier, on its own, like any other.
     """
     size = detector.size
-    serve = nets.defect_classifier_export_fn(detector.model, size, detector.threshold)
+    threshold = _pick_decision_threshold(detector)
+    serve = nets.defect_classifier_export_fn(detector.model, size, threshold)
     tflite = to_int8_tflite(serve, detector.representative)
     manifest = {
         "task": "classification",
@@ -403,7 +421,7 @@ def classifier_from_detector(
         "heldout_seed": heldout.seed,
         "epochs": detector.card["epochs"],
         "train_seconds": detector.card["train_seconds"],
-        "decision_threshold": detector.threshold,
+        "decision_threshold": threshold,
         "float_accuracy": round(float_report.accuracy, 4),
         "int8_accuracy": round(int8_report.accuracy, 4),
         "confusion": int8_report.confusion,
