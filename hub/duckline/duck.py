@@ -224,7 +224,7 @@ def _broken_beak(part: Part, brk: BeakBreak) -> tuple[Part, list[Points], list[D
         hinge_s = -0.25
         origin, along, _ = _beak_frame(part)
         hinge = origin + hinge_s * along
-        bend = math.radians(brk.side * (24 + 14 * brk.where))
+        bend = math.radians(brk.side * (28 + 14 * brk.where))
         c, s = math.cos(bend), math.sin(bend)
         offset = np.array(part.centre) - hinge
         centre = hinge + np.array([c * offset[0] - s * offset[1], s * offset[0] + c * offset[1]])
@@ -232,7 +232,12 @@ def _broken_beak(part: Part, brk: BeakBreak) -> tuple[Part, list[Points], list[D
             part, centre=(float(centre[0]), float(centre[1])), angle=part.angle + math.degrees(bend)
         )
         crease = _in_beak(bent, np.full(7, hinge_s + 0.08), np.linspace(-0.9, 0.9, 7))
-        return bent, [], [Decoration((crease,), (60.0, 70.0, 120.0), thickness=0.012)]
+        # Bent plastic whitens along the fold (stress whitening), with a dark kink line in it: a band a
+        # line camera resolves, not a hairline the inspection resolution would lose.
+        return bent, [], [
+            Decoration((crease,), (150.0, 200.0, 240.0), gloss=0.3, thickness=0.032),
+            Decoration((crease,), (60.0, 70.0, 120.0), thickness=0.012),
+        ]
     if brk.mode == "snapped":
         cut = 0.5 * brk.where  # break off the outer quarter to half of the beak
         t = np.linspace(-1.4, 1.4, 9)
