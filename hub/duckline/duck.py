@@ -234,10 +234,14 @@ def _broken_beak(part: Part, brk: BeakBreak) -> tuple[Part, list[Points], list[D
         crease = _in_beak(bent, np.full(7, hinge_s + 0.08), np.linspace(-0.9, 0.9, 7))
         # Bent plastic whitens along the fold (stress whitening), with a dark kink line in it: a band a
         # line camera resolves, not a hairline the inspection resolution would lose.
-        return bent, [], [
-            Decoration((crease,), (150.0, 200.0, 240.0), gloss=0.3, thickness=0.032),
-            Decoration((crease,), (60.0, 70.0, 120.0), thickness=0.012),
-        ]
+        return (
+            bent,
+            [],
+            [
+                Decoration((crease,), (150.0, 200.0, 240.0), gloss=0.3, thickness=0.032),
+                Decoration((crease,), (60.0, 70.0, 120.0), thickness=0.012),
+            ],
+        )
     if brk.mode == "snapped":
         cut = 0.5 * brk.where  # break off the outer quarter to half of the beak
         t = np.linspace(-1.4, 1.4, 9)
