@@ -183,7 +183,7 @@ def _classifier_card(out: Path, d: dict[str, Any], data: Path) -> None:
         (
             "What it does",
             "Says whether one camera frame of a plastic duck shows a good part (`ok`) or a defect "
-            "(`ko`). Input: a frame of any size (stretched to "
+            f"(`ko`). Input: a frame of any size ({d.get('resize', 'stretch')}ed to "
             f"{d['input'][1]}x{d['input'][2]} RGB), output: the probability of each label.",
         ),
         (
@@ -428,6 +428,7 @@ def classifier_from_detector(
         "per_kind_recall": {k: round(v, 4) for k, v in int8_report.per_kind_recall.items()},
         "latency": latency,
         "architecture": "detector trunk + strongest-defect head",
+        "resize": "letterbox",
     }
     _classifier_card(out, d, data)
     return d
