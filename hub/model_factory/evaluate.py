@@ -148,6 +148,20 @@ def served_detections(
     return out
 
 
+def served_detections_with_scores(
+    model: LoadedModel, images: list[bytes], score_threshold: float
+) -> list[tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], npt.NDArray[np.float32]]]:
+    out = []
+    for image in images:
+        prediction = model.predict(image, score_threshold=score_threshold).prediction
+        assert isinstance(prediction, DetectionPrediction)
+        boxes = np.asarray([d.box for d in prediction.detections], np.float32).reshape(-1, 4)
+        classes = np.asarray([d.class_index for d in prediction.detections], np.int64)
+        scores = np.asarray([d.score for d in prediction.detections], np.float32)
+        out.append((boxes, classes, scores))
+    return out
+
+
 def served_latency_ms(model: LoadedModel, images: list[bytes], repeats: int = 3) -> dict[str, float]:
     """Median in-process latency of the served path (decode + preprocess + invoke + decode), one thread."""
     for image in images[:3]:
