@@ -31,6 +31,7 @@ from hub.model_factory.data import (
     load_detection,
 )
 from hub.model_factory.evaluate import (
+    ClassificationReport,
     classification_report,
     detection_report,
     load_served,
@@ -114,16 +115,7 @@ def train_classifier(
         "description": "Plastic duck OK/KO classifier (one camera frame in, ok or ko out).",
     }
     write_model_folder(out, tflite, manifest)
-    served = load_served(out)
-    files = [f.read_bytes() for f in test.files]
-    int8_pred = served_classification(served, files)
-    kinds = _kinds(heldout, test.files)
-    float_report = classification_report(test.labels, float_pred, list(CLASSES), kinds)
-    int8_report = classification_report(test.labels, int8_pred, list(CLASSES), kinds)
-    latency = served_latency_ms(served, files[:40])
-    card.confusion_image(
-        int8_report.confusion, list(CLASSES), "duck-classifier (int8, held-out)", out / "confusion_matrix.png"
-    )
+    float_report, int8_report, latency = _evaluate_classifier(out, test, float_pred, heldout)
     data_card = {
         "model": "duck-classifier",
         "task": "classification",
@@ -145,6 +137,23 @@ def train_classifier(
     }
     _classifier_card(out, data_card, data)
     return data_card
+
+
+def _evaluate_classifier(
+    out: Path, test: ClassificationSet, float_pred: npt.NDArray[np.int64], heldout: HeldOut
+) -> tuple[ClassificationReport, ClassificationReport, dict[str, float]]:
+    """Float predictions as given; int8 through the model server's code on the JPEG files; confusion image."""
+    served = load_served(out)
+    files = [f.read_bytes() for f in test.files]
+    int8_pred = served_classification(served, files)
+    kinds = _kinds(heldout, test.files)
+    float_report = classification_report(test.labels, float_pred, list(CLASSES), kinds)
+    int8_report = classification_report(test.labels, int8_pred, list(CLASSES), kinds)
+    latency = served_latency_ms(served, files[:40])
+    card.confusion_image(
+        int8_report.confusion, list(CLASSES), "duck-classifier (int8, held-out)", out / "confusion_matrix.png"
+    )
+    return float_report, int8_report, latency
 
 
 def _merge(sets: list[ClassificationSet]) -> ClassificationSet:
@@ -413,16 +422,7 @@ def classifier_from_detector(
     test = held_out_classification(heldout, size, resize="letterbox")
     float_scores = np.concatenate([serve(tf.constant(img[None], tf.float32)).numpy() for img in test.images])
     float_pred = np.argmax(float_scores, axis=1)
-    served = load_served(out)
-    files = [f.read_bytes() for f in test.files]
-    int8_pred = served_classification(served, files)
-    kinds = _kinds(heldout, test.files)
-    float_report = classification_report(test.labels, float_pred, list(CLASSES), kinds)
-    int8_report = classification_report(test.labels, int8_pred, list(CLASSES), kinds)
-    latency = served_latency_ms(served, files[:40])
-    card.confusion_image(
-        int8_report.confusion, list(CLASSES), "duck-classifier (int8, held-out)", out / "confusion_matrix.png"
-    )
+    float_report, int8_report, latency = _evaluate_classifier(out, test, float_pred, heldout)
     d = {
         "model": "duck-classifier",
         "task": "classification",
