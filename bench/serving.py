@@ -28,9 +28,8 @@ import cv2
 import httpx
 import numpy as np
 
-from edge_model_serving.manifest import load_manifest
 from edge_model_serving.model import LoadedModel
-from edge_model_serving.registry import _model_file
+from edge_model_serving.registry import load_version
 from edge_model_serving.runtime import tune_allocator
 from edge_model_serving.settings import ServingSettings
 
@@ -89,13 +88,8 @@ def pool_blocks(blocks: list[Block]) -> dict[str, float]:
 
 
 def load_in_process(folder: Path, settings: ServingSettings) -> LoadedModel:
-    """The server's own model class, one interpreter, warmed up: the in-process reference."""
-    manifest, labels, _ = load_manifest(folder)
-    model_file = _model_file(folder)
-    assert model_file is not None
-    model = LoadedModel("bench", 1, model_file, manifest, labels, settings.interpreter_threads, 1)
-    model.warm_up()
-    return model
+    """The server's own loading and model class, one interpreter: the in-process reference."""
+    return load_version(folder, "bench", 1, settings.interpreter_threads, 1)[0]
 
 
 def bench_in_process(model: LoadedModel, images: list[bytes], rounds: int) -> Block:

@@ -16,21 +16,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from edge_model_serving import __version__
-from edge_model_serving.deps import (
-    BodyTooLargeError,
-    RuntimeDep,
-    ServingRuntime,
-    UnsupportedMediaTypeError,
-    read_body,
-)
+from edge_model_serving.deps import RuntimeDep, ServingRuntime, read_body
 from edge_model_serving.errors import (
+    BodyTooLargeError,
     InvalidImageError,
     InvalidTensorError,
-    ManifestError,
     ModelNotFoundError,
     ModelNotReadyError,
     OverloadedError,
     ServingError,
+    UnsupportedMediaTypeError,
     VersionNotFoundError,
 )
 from edge_model_serving.metrics import ServingMetrics
@@ -48,7 +43,6 @@ _STATUS: dict[type[ServingError], int] = {
     VersionNotFoundError: 404,
     BodyTooLargeError: 413,
     UnsupportedMediaTypeError: 415,
-    ManifestError: 422,
     ModelNotReadyError: 503,
     OverloadedError: 503,
 }

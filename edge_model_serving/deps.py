@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from edge_model_serving.errors import OverloadedError, ServingError
+from edge_model_serving.errors import BodyTooLargeError, OverloadedError
 from edge_model_serving.metrics import ServingMetrics
 from edge_model_serving.registry import ModelRegistry
 from edge_model_serving.settings import ServingSettings
@@ -43,14 +43,6 @@ async def get_runtime(request: Request) -> ServingRuntime:
 
 
 RuntimeDep = Annotated[ServingRuntime, Depends(get_runtime)]
-
-
-class BodyTooLargeError(ServingError):
-    code = "body_too_large"
-
-
-class UnsupportedMediaTypeError(ServingError):
-    code = "unsupported_media_type"
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -43,5 +43,13 @@ class ManifestError(ServingError):
     code = "invalid_manifest"
 
 
+class BodyTooLargeError(ServingError):
+    code = "body_too_large"
+
+
+class UnsupportedMediaTypeError(ServingError):
+    code = "unsupported_media_type"
+
+
 class OverloadedError(ServingError):
     code = "overloaded"

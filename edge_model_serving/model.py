@@ -40,11 +40,7 @@ from edge_model_serving.schemas import (
     Timings,
 )
 
-_SUPPORTED_INPUT_DTYPES: dict[type[np.generic], str] = {
-    np.float32: "float32",
-    np.uint8: "uint8",
-    np.int8: "int8",
-}
+_SUPPORTED_INPUT_DTYPES: frozenset[type[np.generic]] = frozenset({np.float32, np.uint8, np.int8})
 
 
 def _ms(start: float, end: float) -> float:

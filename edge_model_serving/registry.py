@@ -62,7 +62,7 @@ def _model_file(folder: Path) -> Path | None:
     if preferred.is_file():
         return preferred
     files = sorted(p for p in folder.glob("*.tflite") if p.is_file())
-    return files[0] if len(files) == 1 else (files[0] if files else None)
+    return files[0] if files else None
 
 
 def _signature(folder: Path) -> Signature:
@@ -97,6 +97,30 @@ def scan_models_dir(models_dir: Path) -> dict[tuple[str, int], Path]:
     return found
 
 
+def load_version(
+    folder: Path, name: str, version: int, num_threads: int, pool_size: int
+) -> tuple[LoadedModel, str]:
+    """Load and warm up one version folder: (model, manifest file name). Raises ManifestError saying why not."""
+    manifest, labels, source = load_manifest(folder)
+    model_file = _model_file(folder)
+    if model_file is None:
+        raise ManifestError("no .tflite file in the folder")
+    tflite_files = list(folder.glob("*.tflite"))
+    if model_file.name != "model.tflite" and len(tflite_files) > 1:
+        raise ManifestError(f"{len(tflite_files)} .tflite files and none named model.tflite: which one?")
+    try:
+        model = LoadedModel(name, version, model_file, manifest, labels, num_threads, pool_size)
+    except (ValueError, RuntimeError) as exc:  # LiteRT raises these for corrupt or unsupported files
+        raise ManifestError(f"LiteRT could not load {model_file.name}: {exc}") from exc
+    model.warm_up()
+    return model, source
+
+
+def _scan_with_signatures(models_dir: Path) -> dict[tuple[str, int], tuple[Path, Signature]]:
+    # One worker-thread hop per scan, not one per version and poll.
+    return {key: (path, _signature(path)) for key, path in scan_models_dir(models_dir).items()}
+
+
 class ModelRegistry:
     def __init__(self, models_dir: Path, num_threads: int, pool_size: int) -> None:
         self.models_dir = models_dir
@@ -110,23 +134,7 @@ class ModelRegistry:
     # --- loading ---------------------------------------------------------------------------------
 
     def _load(self, entry: VersionEntry) -> tuple[LoadedModel, str]:
-        manifest, labels, source = load_manifest(entry.path)
-        model_file = _model_file(entry.path)
-        if model_file is None:
-            raise ManifestError("no .tflite file in the folder")
-        tflite_files = list(entry.path.glob("*.tflite"))
-        if model_file.name != "model.tflite" and len(tflite_files) > 1:
-            raise ManifestError(f"{len(tflite_files)} .tflite files and none named model.tflite: which one?")
-        try:
-            model = LoadedModel(
-                entry.name, entry.version, model_file, manifest, labels, self.num_threads, self.pool_size
-            )
-        except ServingError:
-            raise
-        except (ValueError, RuntimeError) as exc:  # LiteRT raises these for corrupt or unsupported files
-            raise ManifestError(f"LiteRT could not load {model_file.name}: {exc}") from exc
-        model.warm_up()
-        return model, source
+        return load_version(entry.path, entry.name, entry.version, self.num_threads, self.pool_size)
 
     async def _load_entry(self, key: tuple[str, int], path: Path, signature: Signature) -> None:
         entry = self._entries.get(key)
@@ -160,12 +168,11 @@ class ModelRegistry:
         are unchanged since the previous scan (used by the watcher, so half-copied files are not loaded).
         """
         async with self._lock:
-            on_disk = await asyncio.to_thread(scan_models_dir, self.models_dir)
+            on_disk = await asyncio.to_thread(_scan_with_signatures, self.models_dir)
             for key in [k for k in self._entries if k not in on_disk]:
                 log.info("model %s version %d removed from disk", *key)
                 del self._entries[key]
-            for key, path in on_disk.items():
-                signature = await asyncio.to_thread(_signature, path)
+            for key, (path, signature) in on_disk.items():
                 entry = self._entries.get(key)
                 changed = entry is None or entry.signature != signature or entry.path != path
                 if not changed and not (force and key[0] in force):
@@ -192,11 +199,8 @@ class ModelRegistry:
                 log.exception("model directory scan failed")
 
     async def reload(self, name: str) -> ModelInfo:
-        on_disk = await asyncio.to_thread(scan_models_dir, self.models_dir)
-        if not any(key[0] == name for key in on_disk) and not any(k[0] == name for k in self._entries):
-            raise ModelNotFoundError(f"no model named {name!r} in {self.models_dir}")
         await self.sync(force={name})
-        return self.info(name)
+        return self.info(name)  # ModelNotFoundError when the name is on disk neither now nor before
 
     # --- lookups -----------------------------------------------------------------------------------
 

@@ -14,16 +14,13 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from edge_model_serving.manifest import load_manifest
 from edge_model_serving.model import LoadedModel
+from edge_model_serving.registry import load_version
 from edge_model_serving.schemas import ClassificationPrediction, DetectionPrediction
 
 
 def load_served(folder: Path, name: str = "candidate") -> LoadedModel:
-    manifest, labels, _ = load_manifest(folder)
-    model = LoadedModel(name, 1, folder / "model.tflite", manifest, labels, num_threads=1, pool_size=1)
-    model.warm_up()
-    return model
+    return load_version(folder, name, 1, num_threads=1, pool_size=1)[0]
 
 
 @dataclass
@@ -138,18 +135,14 @@ def detection_report(
 def served_detections(
     model: LoadedModel, images: list[bytes], score_threshold: float | None = None
 ) -> list[tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]]:
-    out = []
-    for image in images:
-        prediction = model.predict(image, score_threshold=score_threshold).prediction
-        assert isinstance(prediction, DetectionPrediction)
-        boxes = np.asarray([d.box for d in prediction.detections], np.float32).reshape(-1, 4)
-        classes = np.asarray([d.class_index for d in prediction.detections], np.int64)
-        out.append((boxes, classes))
-    return out
+    return [
+        (boxes, classes)
+        for boxes, classes, _ in served_detections_with_scores(model, images, score_threshold)
+    ]
 
 
 def served_detections_with_scores(
-    model: LoadedModel, images: list[bytes], score_threshold: float
+    model: LoadedModel, images: list[bytes], score_threshold: float | None = None
 ) -> list[tuple[npt.NDArray[np.float32], npt.NDArray[np.int64], npt.NDArray[np.float32]]]:
     out = []
     for image in images:

@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import BLUE, FIXTURE_MODELS, GREEN, RED, ClientFactory, encode, solid
+from tests.conftest import BLUE, FIXTURE_MODELS, GREEN, PNG_HEADERS, RED, ClientFactory, encode, solid
 
-PNG = {"content-type": "image/png"}
 JPEG = {"content-type": "image/jpeg"}
 
 DETECTORS = [p.name for p in sorted(FIXTURE_MODELS.glob("grid-detector-*"))]
@@ -16,7 +15,7 @@ DETECTORS = [p.name for p in sorted(FIXTURE_MODELS.glob("grid-detector-*"))]
 
 def _predict(client: TestClient, path: str, image: np.ndarray, ext: str = ".png", **params: object) -> dict:  # type: ignore[type-arg]
     response = client.post(
-        path, content=encode(image, ext), headers=JPEG if ext == ".jpg" else PNG, params=params
+        path, content=encode(image, ext), headers=JPEG if ext == ".jpg" else PNG_HEADERS, params=params
     )
     assert response.status_code == 200, response.text
     return response.json()  # type: ignore[no-any-return]
@@ -95,7 +94,9 @@ def test_any_size_jpeg_greyscale_and_rgba(client: TestClient) -> None:
     big = _predict(client, "/v1/models/color-classifier:predict", solid(BLUE, 1280, 720), ext=".jpg")
     assert big["prediction"]["label"] == "blue" and big["image"] == {"width": 1280, "height": 720}
     grey = client.post(
-        "/v1/models/color-classifier:predict", content=encode(np.full((10, 10), 90, np.uint8)), headers=PNG
+        "/v1/models/color-classifier:predict",
+        content=encode(np.full((10, 10), 90, np.uint8)),
+        headers=PNG_HEADERS,
     )
     assert grey.status_code == 200
     rgba = np.zeros((20, 30, 4), np.uint8)
@@ -156,26 +157,30 @@ def _error(response: object, status: int, code: str) -> dict:  # type: ignore[ty
 
 def test_not_an_image_is_400(client: TestClient) -> None:
     response = client.post(
-        "/v1/models/color-classifier:predict", content=b"definitely not a picture", headers=PNG
+        "/v1/models/color-classifier:predict", content=b"definitely not a picture", headers=PNG_HEADERS
     )
     _error(response, 400, "invalid_image")
 
 
 def test_empty_body_is_400(client: TestClient) -> None:
-    _error(client.post("/v1/models/color-classifier:predict", content=b"", headers=PNG), 400, "invalid_image")
+    _error(
+        client.post("/v1/models/color-classifier:predict", content=b"", headers=PNG_HEADERS),
+        400,
+        "invalid_image",
+    )
 
 
 def test_unknown_model_and_version_are_404(client: TestClient) -> None:
     image = encode(solid(RED))
-    _error(client.post("/v1/models/nope:predict", content=image, headers=PNG), 404, "model_not_found")
+    _error(client.post("/v1/models/nope:predict", content=image, headers=PNG_HEADERS), 404, "model_not_found")
     _error(client.get("/v1/models/nope"), 404, "model_not_found")
     _error(
-        client.post("/v1/models/color-classifier/versions/9:predict", content=image, headers=PNG),
+        client.post("/v1/models/color-classifier/versions/9:predict", content=image, headers=PNG_HEADERS),
         404,
         "version_not_found",
     )
     _error(
-        client.post("/v1/models/color-classifier/versions/abc:predict", content=image, headers=PNG),
+        client.post("/v1/models/color-classifier/versions/abc:predict", content=image, headers=PNG_HEADERS),
         404,
         "version_not_found",
     )
@@ -197,7 +202,9 @@ def test_body_over_the_limit_is_413(make_client: ClientFactory) -> None:
     big = encode(np.random.default_rng(0).integers(0, 255, (200, 200, 3), dtype=np.uint8))
     assert len(big) > 4096
     _error(
-        client.post("/v1/models/color-classifier:predict", content=big, headers=PNG), 413, "body_too_large"
+        client.post("/v1/models/color-classifier:predict", content=big, headers=PNG_HEADERS),
+        413,
+        "body_too_large",
     )
 
     def chunked() -> object:  # no Content-Length: the limit is enforced while streaming
@@ -205,7 +212,7 @@ def test_body_over_the_limit_is_413(make_client: ClientFactory) -> None:
             yield big[start : start + 1000]
 
     _error(
-        client.post("/v1/models/color-classifier:predict", content=chunked(), headers=PNG),
+        client.post("/v1/models/color-classifier:predict", content=chunked(), headers=PNG_HEADERS),
         413,
         "body_too_large",
     )
@@ -215,7 +222,7 @@ def test_out_of_range_parameters_are_422_with_the_field(client: TestClient) -> N
     response = client.post(
         "/v1/models/grid-detector-v8:predict",
         content=encode(solid(RED)),
-        headers=PNG,
+        headers=PNG_HEADERS,
         params={"score_threshold": 2},
     )
     body = _error(response, 422, "validation_error")
@@ -231,7 +238,7 @@ def test_health_and_metrics(client: TestClient) -> None:
     ready = client.get("/health/ready").json()
     assert ready["status"] == "ready" and ready["models"]["ready"] >= 5
     _predict(client, "/v1/models/color-classifier:predict", solid(RED))
-    client.post("/v1/models/color-classifier:predict", content=b"junk", headers=PNG)
+    client.post("/v1/models/color-classifier:predict", content=b"junk", headers=PNG_HEADERS)
     text = client.get("/metrics").text
     assert (
         'edge_serving_requests_total{api="v1",model="color-classifier",outcome="ok",version="3"} 1.0' in text
