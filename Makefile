@@ -8,12 +8,11 @@ PYTHON ?= python3
 VENV ?= .venv
 TRAIN_VENV ?= .venv-train
 MODELS_DIR ?= models
-PORT ?= 8501
 export UV_PYTHON_DOWNLOADS := never
 
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 
-.PHONY: help run test test-unit lint format bench models fixtures clean
+.PHONY: help run check-config test test-unit lint format bench models fixtures clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "}; /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -25,7 +24,7 @@ help: ## Show this help
 # The environment for serving, tests and lint; rebuilt when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml | $(UV)
 	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(VENV)
-	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet -e '.[serving,dev]'
+	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet -e '.[serving,orchestrator,dev]'
 	touch $@
 
 $(TRAIN_VENV)/.installed: pyproject.toml | $(UV)
@@ -33,8 +32,11 @@ $(TRAIN_VENV)/.installed: pyproject.toml | $(UV)
 	VIRTUAL_ENV=$(TRAIN_VENV) $(UV) pip install --quiet -e '.[train]'
 	touch $@
 
-run: $(VENV)/.installed ## Run the model server on models/ (http://127.0.0.1:8501/docs)
-	$(VENV)/bin/python -m edge_model_serving --models-dir $(MODELS_DIR) --port $(PORT)
+run: $(VENV)/.installed ## Run the edge stack on the demo duck line (orchestrator :8000, model server :8501)
+	PY=$(VENV)/bin/python MODELS_DIR=$(MODELS_DIR) ./deployment/run-edge.sh
+
+check-config: $(VENV)/.installed ## Validate the station files (STATIONS=deployment/stations/*.yaml)
+	$(VENV)/bin/python -m edge_orchestrator --check-config $(or $(STATIONS),deployment/stations/*.yaml)
 
 test: $(VENV)/.installed ## Set up and run the whole test suite
 	$(VENV)/bin/python -m pytest
@@ -45,7 +47,7 @@ test-unit: $(VENV)/.installed ## Unit tests only (seconds)
 lint: $(VENV)/.installed ## ruff (with the ASYNC rules) and mypy --strict
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy edge_model_serving hub bench tests
+	$(VENV)/bin/mypy edge_model_serving edge_orchestrator hub bench tests
 
 format: $(VENV)/.installed ## Format the code with ruff
 	$(VENV)/bin/ruff check --fix .

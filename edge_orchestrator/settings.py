@@ -1,0 +1,49 @@
+"""Where the orchestrator finds things and how much it may hold (env vars prefixed EDGE_ORCHESTRATOR_)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class OrchestratorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EDGE_ORCHESTRATOR_", frozen=True)
+
+    host: str = Field(default="127.0.0.1", description="Interface to bind; 0.0.0.0 inside a container.")
+    port: int = Field(default=8000, ge=1, le=65535)
+    data_dir: Path = Field(default=Path("data"), description="Results database, images, active station, key.")
+    stations_dir: Path = Field(
+        default=Path("deployment/stations"),
+        description="Installed station files (<id>.yaml); relative paths inside them resolve from here.",
+    )
+    default_station: str | None = Field(
+        default=None, description="Station activated when none was active before (first start)."
+    )
+    model_server_url: str = Field(default="http://127.0.0.1:8501", description="Base URL of edge_model_serving.")
+    model_connect_timeout_s: float = Field(default=1.0, gt=0, description="Connect timeout to the model server.")
+    max_in_flight: int = Field(
+        default=16,
+        ge=1,
+        le=1024,
+        description="Inspections accepted but not yet decided beyond which triggers are refused (429).",
+    )
+    max_wait_s: float = Field(default=30.0, gt=0, description="Upper bound of a trigger's ?wait=.")
+    open_reads: bool = Field(
+        default=False,
+        description="Serve GET routes without the API key (on a closed line network); writes always need it.",
+    )
+    api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("EDGE_API_KEY", "api_key"),
+        description="The API key; else read from api_key_file; else generated in data_dir (mode 0600).",
+    )
+    api_key_file: Path | None = Field(
+        default=None, validation_alias=AliasChoices("EDGE_API_KEY_FILE", "api_key_file")
+    )
+    retention_interval_s: float = Field(default=30.0, ge=0, description="How often retention runs; 0 disables.")
+    shutdown_grace_s: float = Field(
+        default=10.0, ge=0, description="How long a stop waits for inspections in flight before leaving them."
+    )
+    log_level: str = Field(default="info", description="debug, info, warning or error.")
