@@ -140,3 +140,80 @@ def served() -> Iterator[str]:
     """One real server process on the (read-only) fixture models for a test module; yields its base URL."""
     with serve(FIXTURE_MODELS) as (base, _):
         yield base
+
+
+DEMO_FRAMES = REPO / "demo" / "duck-line"
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0, status: int = 200) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(url, timeout=1).status_code == status:
+                return
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"{url} did not answer {status} (process exit code {proc.poll()})")
+        time.sleep(0.05)
+
+
+@contextmanager
+def run_orchestrator(
+    data_dir: Path, stations_dir: Path, model_url: str, *, default_station: str | None = None, **env: str
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """The real orchestrator process (`python -m edge_orchestrator`) on a loopback port; waits until live."""
+    port = free_port()
+    proc_env = {
+        **os.environ,
+        "EDGE_API_KEY": ORCHESTRATOR_KEY,
+        "EDGE_ORCHESTRATOR_DATA_DIR": str(data_dir),
+        "EDGE_ORCHESTRATOR_STATIONS_DIR": str(stations_dir),
+        "EDGE_ORCHESTRATOR_MODEL_SERVER_URL": model_url,
+        "EDGE_ORCHESTRATOR_LOG_LEVEL": "warning",
+        "EDGE_ORCHESTRATOR_RETENTION_INTERVAL_S": "0",
+        **({"EDGE_ORCHESTRATOR_DEFAULT_STATION": default_station} if default_station else {}),
+        **env,
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge_orchestrator", "--port", str(port)], cwd=REPO, env=proc_env
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{base}/health/live", proc)
+        yield base, proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+ORCHESTRATOR_KEY = "test-key-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {ORCHESTRATOR_KEY}"}
+
+
+def duck_station(station_id: str = "duck-line", *, fps: float | None = None, **extra: Any) -> dict[str, Any]:
+    """The demo station with absolute replay paths (so it can be installed anywhere)."""
+    import yaml
+
+    station: dict[str, Any] = yaml.safe_load((REPO / "deployment" / "stations" / "duck-line.yaml").read_text())
+    station["id"] = station_id
+    for camera in station["cameras"]:
+        camera["source"]["path"] = str(DEMO_FRAMES / camera["id"])
+        if fps is not None:
+            camera["source"]["fps"] = fps
+    station.update(extra)
+    return station
+
+
+def install_station(stations_dir: Path, station: dict[str, Any]) -> Path:
+    import yaml
+
+    stations_dir.mkdir(parents=True, exist_ok=True)
+    path = stations_dir / f"{station['id']}.yaml"
+    path.write_text(yaml.safe_dump(station, sort_keys=False))
+    return path
