@@ -7,13 +7,16 @@ import logging
 import sys
 from pathlib import Path
 
+import uvicorn
+
+from edge_orchestrator.api.app import create_app
 from edge_orchestrator.errors import StationError
+from edge_orchestrator.settings import OrchestratorSettings
+from edge_orchestrator.station import load_station
 
 
 def check_config(paths: list[Path]) -> int:
     """Print every error of every file with its location; exit status 1 if any file is invalid."""
-    from edge_orchestrator.station import load_station
-
     failed = 0
     for path in paths:
         try:
@@ -31,25 +34,26 @@ def check_config(paths: list[Path]) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m edge_orchestrator", description=__doc__)
-    parser.add_argument("--check-config", nargs="+", type=Path, metavar="FILE", help="validate station files and exit")
+    parser.add_argument(
+        "--check-config", nargs="+", type=Path, metavar="FILE", help="validate station files and exit"
+    )
     parser.add_argument("--host", help="interface to bind (env EDGE_ORCHESTRATOR_HOST)")
     parser.add_argument("--port", type=int, help="port (env EDGE_ORCHESTRATOR_PORT, default 8000)")
     parser.add_argument("--data-dir", type=Path, help="results, images, key (env EDGE_ORCHESTRATOR_DATA_DIR)")
-    parser.add_argument("--stations-dir", type=Path, help="station files (env EDGE_ORCHESTRATOR_STATIONS_DIR)")
+    parser.add_argument(
+        "--stations-dir", type=Path, help="station files (env EDGE_ORCHESTRATOR_STATIONS_DIR)"
+    )
     parser.add_argument("--default-station", help="station to activate on first start")
     parser.add_argument("--model-server-url", help="edge_model_serving base URL")
     args = parser.parse_args(argv)
     if args.check_config:
         sys.exit(check_config(args.check_config))
 
-    import uvicorn
-
-    from edge_orchestrator.api.app import create_app
-    from edge_orchestrator.settings import OrchestratorSettings
-
     overrides = {k: v for k, v in vars(args).items() if v is not None and k != "check_config"}
     settings = OrchestratorSettings(**overrides)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     uvicorn.run(
         create_app(settings),
         host=settings.host,

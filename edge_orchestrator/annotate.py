@@ -23,7 +23,9 @@ def annotate(jpeg: bytes, camera: CameraResult) -> bytes:
     colour = _COLOURS[camera.decision]
     if prediction is not None:
         for det in prediction.detections:
-            x0, y0, x1, y1 = (int(round(v * s)) for v, s in zip(det.box, (width, height, width, height), strict=True))
+            x0, y0, x1, y1 = (
+                round(v * s) for v, s in zip(det.box, (width, height, width, height), strict=True)
+            )
             cv2.rectangle(image, (x0, y0), (x1, y1), colour, thickness)
             _label(image, f"{det.label} {det.score:.2f}", (x0, max(0, y0)), colour, scale, thickness)
     title = camera.decision.value
@@ -37,12 +39,26 @@ def annotate(jpeg: bytes, camera: CameraResult) -> bytes:
 
 
 def _label(
-    image: np.ndarray, text: str, at: tuple[int, int], colour: tuple[int, int, int], scale: float,
-    thickness: int, *, below: bool = False,
+    image: np.ndarray,
+    text: str,
+    at: tuple[int, int],
+    colour: tuple[int, int, int],
+    scale: float,
+    thickness: int,
+    *,
+    below: bool = False,
 ) -> None:
     (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
     x, y = at
     top = y if below else max(0, y - th - base - 4)
     cv2.rectangle(image, (x, top), (x + tw + 6, top + th + base + 4), colour, -1)
-    cv2.putText(image, text, (x + 3, top + th + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), thickness,
-                cv2.LINE_AA)
+    cv2.putText(
+        image,
+        text,
+        (x + 3, top + th + 2),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        scale,
+        (255, 255, 255),
+        thickness,
+        cv2.LINE_AA,
+    )

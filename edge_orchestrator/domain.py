@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -134,8 +135,6 @@ class TriggerRequest(BaseModel):
     @field_validator("metadata")
     @classmethod
     def _small(cls, value: dict[str, JsonValue]) -> dict[str, JsonValue]:
-        import json
-
         if len(json.dumps(value)) > 4096:
             raise ValueError("metadata is larger than 4 KiB once encoded as JSON")
         return value

@@ -64,8 +64,11 @@ class EventBus:
                     queue.put_nowait(event)
         self._subscribers.add(queue)
         try:
-            while (event := await queue.get()) is not None:
-                yield event
+            while True:
+                item = await queue.get()
+                if item is None:
+                    return
+                yield item
         finally:
             self._subscribers.discard(queue)
 

@@ -13,6 +13,8 @@ import logging
 import time
 from pathlib import Path
 
+from pydantic import JsonValue
+
 from edge_orchestrator.domain import Decision, Inspection, ItemState, TriggerRequest, new_item_id, utcnow
 from edge_orchestrator.errors import NotReadyError, QueueFullError
 from edge_orchestrator.events import EventBus
@@ -25,7 +27,7 @@ from edge_orchestrator.storage import Store
 log = logging.getLogger(__name__)
 
 
-def _summary(item: Inspection) -> dict[str, object]:
+def _summary(item: Inspection) -> dict[str, JsonValue]:
     return {
         "item_id": item.item_id,
         "station_id": item.station_id,
@@ -126,7 +128,9 @@ class Inspector:
             self._metrics.queue_depth.set(len(self._in_flight))
             raise
         self._events.publish("item.accepted", _summary(item))
-        self._in_flight[item.item_id] = asyncio.create_task(self._run(item, active), name=f"item-{item.item_id}")
+        self._in_flight[item.item_id] = asyncio.create_task(
+            self._run(item, active), name=f"item-{item.item_id}"
+        )
         return item
 
     async def wait(self, item_id: str, timeout_s: float) -> Inspection | None:
@@ -196,7 +200,8 @@ class Inspector:
                 future.set_result(item)
         start = time.perf_counter()
         self._events.publish(
-            "item.decided", {**_summary(item), "reasons": list(item.reasons), "store_ms": round(store_s * 1000, 3)}
+            "item.decided",
+            {**_summary(item), "reasons": list(item.reasons), "store_ms": round(store_s * 1000, 3)},
         )
         for sink in active.sinks:
             try:
@@ -213,7 +218,9 @@ class Inspector:
             self._periodic = None
         periodic = station.triggers.periodic
         if periodic is not None and periodic.enabled:
-            self._periodic = asyncio.create_task(self._tick(periodic.interval_ms / 1000), name="periodic-trigger")
+            self._periodic = asyncio.create_task(
+                self._tick(periodic.interval_ms / 1000), name="periodic-trigger"
+            )
 
     async def _tick(self, interval_s: float) -> None:
         """Fixed-rate (no drift): a slow inspection never delays the next trigger; missed ticks are refused."""

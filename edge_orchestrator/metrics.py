@@ -24,12 +24,16 @@ class OrchestratorMetrics:
             "edge_queue_depth", "Inspections accepted and not yet decided.", registry=self.registry
         )
         self.camera_errors = Counter(
-            "edge_camera_errors", "Camera or model failures, by camera and code.", ["camera", "code"],
+            "edge_camera_errors",
+            "Camera or model failures, by camera and code.",
+            ["camera", "code"],
             registry=self.registry,
         )
         self.refused = Counter(
             "edge_triggers_refused", "Triggers refused, by reason.", ["reason"], registry=self.registry
         )
         self.interrupted = Counter(
-            "edge_inspections_interrupted", "Accepted items found undecided at start-up.", registry=self.registry
+            "edge_inspections_interrupted",
+            "Accepted items found undecided at start-up.",
+            registry=self.registry,
         )

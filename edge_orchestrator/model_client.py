@@ -53,7 +53,11 @@ class ModelClient:
         await self._client.aclose()
 
     async def predict(self, name: str, version: str | None, jpeg: bytes, timeout_s: float) -> Prediction:
-        path = f"/v1/models/{name}:predict" if version is None else f"/v1/models/{name}/versions/{version}:predict"
+        path = (
+            f"/v1/models/{name}:predict"
+            if version is None
+            else f"/v1/models/{name}/versions/{version}:predict"
+        )
         timeout = httpx.Timeout(timeout_s, connect=min(self._connect_timeout, timeout_s))
         try:
             response = await self._client.post(path, content=jpeg, timeout=timeout)
@@ -66,7 +70,9 @@ class ModelClient:
         try:
             answer = _Answer.model_validate_json(response.content)
         except ValidationError as exc:
-            raise ModelError(f"model {name} sent an answer that is not a prediction: {exc.errors()[0]['msg']}") from exc
+            raise ModelError(
+                f"model {name} sent an answer that is not a prediction: {exc.errors()[0]['msg']}"
+            ) from exc
         p = answer.prediction
         return Prediction(
             model_name=answer.model_name,

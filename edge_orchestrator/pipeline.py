@@ -48,11 +48,12 @@ class ActiveStation:
 
     @classmethod
     async def open(cls, station: Station, base_dir: Path, data_dir: Path) -> ActiveStation:
-        cameras = {c.id: c.source.build(c.id, base_dir) for c in station.cameras}
+        cameras: dict[str, Camera] = {c.id: c.source.build(c.id, base_dir) for c in station.cameras}
         sinks = [s.build(data_dir) for s in station.sinks]
         opened: list[Camera | Sink] = []
+        parts: list[Camera | Sink] = [*cameras.values(), *sinks]
         try:
-            for part in [*cameras.values(), *sinks]:
+            for part in parts:
                 await part.open()
                 opened.append(part)
         except Exception as exc:
@@ -81,7 +82,8 @@ class ActiveStation:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(grace_s):
                 await self._idle.wait()
-        for part in [*self.cameras.values(), *self.sinks]:
+        parts: list[Camera | Sink] = [*self.cameras.values(), *self.sinks]
+        for part in parts:
             try:
                 await part.close()
             except Exception:
@@ -100,7 +102,9 @@ def _ms(start: float) -> float:
     return round((time.perf_counter() - start) * 1000, 3)
 
 
-def _failed(config: CameraConfig, code: str, reason: str, frame: Frame | None, timings: dict[str, float]) -> CameraResult:
+def _failed(
+    config: CameraConfig, code: str, reason: str, frame: Frame | None, timings: dict[str, float]
+) -> CameraResult:
     return CameraResult(
         camera_id=config.id,
         decision=Decision.NO_DECISION,
@@ -134,12 +138,20 @@ async def inspect_camera(
     except Exception as exc:  # a bug must still end as NO_DECISION, never as a lost item
         log.exception("camera %s failed unexpectedly", config.id)
         timings["capture"] = _ms(start)
-        return _failed(config, "internal_error", f"camera {config.id}: internal error ({type(exc).__name__})", None, timings), None
+        return _failed(
+            config,
+            "internal_error",
+            f"camera {config.id}: internal error ({type(exc).__name__})",
+            None,
+            timings,
+        ), None
     timings["capture"] = _ms(start)
 
     start = time.perf_counter()
     try:
-        prediction = await models.predict(config.model.name, _version(config), frame.jpeg, config.model.timeout_s)
+        prediction = await models.predict(
+            config.model.name, _version(config), frame.jpeg, config.model.timeout_s
+        )
     except ModelError as exc:
         timings["predict"] = _ms(start)
         return _failed(config, exc.code, f"model {config.model.name}: {exc.detail}", frame, timings), frame
@@ -173,7 +185,9 @@ def _version(config: CameraConfig) -> str | None:
     return None if config.model.version is None else str(config.model.version)
 
 
-async def inspect(item: Inspection, active: ActiveStation, models: Predictor, not_before: datetime) -> Inspected:
+async def inspect(
+    item: Inspection, active: ActiveStation, models: Predictor, not_before: datetime
+) -> Inspected:
     """Run every camera of the station concurrently, then the item rule. Never raises for a camera's sake."""
     station = active.station
     start = time.perf_counter()
@@ -191,12 +205,16 @@ async def inspect(item: Inspection, active: ActiveStation, models: Predictor, no
     outcome = station.item_rule.apply({c.camera_id: c.decision for c in cameras})
     reasons = [outcome.reason]
     if outcome.decision is not Decision.OK:
-        reasons += [f"{c.camera_id}: {r}" for c in cameras if c.decision is not Decision.OK for r in c.reasons]
+        reasons += [
+            f"{c.camera_id}: {r}" for c in cameras if c.decision is not Decision.OK for r in c.reasons
+        ]
     timings = {
         "capture": max((c.timings_ms.get("capture", 0.0) for c in cameras), default=0.0),
         "predict": max((c.timings_ms.get("predict", 0.0) for c in cameras), default=0.0),
         "cameras": cameras_ms,
-        "rules": round(max((c.timings_ms.get("rules", 0.0) for c in cameras), default=0.0) + _ms(rule_start), 3),
+        "rules": round(
+            max((c.timings_ms.get("rules", 0.0) for c in cameras), default=0.0) + _ms(rule_start), 3
+        ),
     }
     decided_at = utcnow()
     timings["total"] = round((decided_at - item.accepted_at).total_seconds() * 1000, 3)

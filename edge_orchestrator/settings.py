@@ -21,8 +21,12 @@ class OrchestratorSettings(BaseSettings):
     default_station: str | None = Field(
         default=None, description="Station activated when none was active before (first start)."
     )
-    model_server_url: str = Field(default="http://127.0.0.1:8501", description="Base URL of edge_model_serving.")
-    model_connect_timeout_s: float = Field(default=1.0, gt=0, description="Connect timeout to the model server.")
+    model_server_url: str = Field(
+        default="http://127.0.0.1:8501", description="Base URL of edge_model_serving."
+    )
+    model_connect_timeout_s: float = Field(
+        default=1.0, gt=0, description="Connect timeout to the model server."
+    )
     max_in_flight: int = Field(
         default=16,
         ge=1,
@@ -42,7 +46,9 @@ class OrchestratorSettings(BaseSettings):
     api_key_file: Path | None = Field(
         default=None, validation_alias=AliasChoices("EDGE_API_KEY_FILE", "api_key_file")
     )
-    retention_interval_s: float = Field(default=30.0, ge=0, description="How often retention runs; 0 disables.")
+    retention_interval_s: float = Field(
+        default=30.0, ge=0, description="How often retention runs; 0 disables."
+    )
     shutdown_grace_s: float = Field(
         default=10.0, ge=0, description="How long a stop waits for inspections in flight before leaving them."
     )

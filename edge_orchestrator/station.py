@@ -36,7 +36,10 @@ class ModelRef(BaseModel):
         default=None, ge=1, description="Pinned model version; empty = the server's latest ready version."
     )
     timeout_s: float = Field(
-        default=2.0, gt=0, le=60, description="Longest wait for one prediction before the camera is NO_DECISION."
+        default=2.0,
+        gt=0,
+        le=60,
+        description="Longest wait for one prediction before the camera is NO_DECISION.",
     )
 
 
@@ -93,7 +96,9 @@ class Station(BaseModel):
     item_rule: ItemRule = Field(
         default_factory=AllOkRule, description="How camera decisions make the item's decision."
     )
-    storage: StoragePolicy = Field(default_factory=StoragePolicy, description="Images to keep and disk quota.")
+    storage: StoragePolicy = Field(
+        default_factory=StoragePolicy, description="Images to keep and disk quota."
+    )
     sinks: list[SinkSettings] = Field(default_factory=list, description="Where decisions are published.")
     triggers: Triggers = Field(default_factory=Triggers, description="Trigger sources besides the API.")
 
@@ -196,7 +201,9 @@ class StationRepository:
 
     def _path(self, station_id: str) -> Path:
         if not _ID.match(station_id):
-            raise StationNotFoundError(f"no station {station_id!r} (ids are lowercase letters, digits, - and _)")
+            raise StationNotFoundError(
+                f"no station {station_id!r} (ids are lowercase letters, digits, - and _)"
+            )
         return self.dir / f"{station_id}.yaml"
 
     def get(self, station_id: str) -> Station:
@@ -219,17 +226,29 @@ class StationRepository:
             try:
                 station = load_station(path)
             except StationError as exc:
-                summaries.append(StationSummary(id=path.stem, valid=False, errors=exc.errors or [
-                    {"location": "", "message": exc.detail, "type": "file"}
-                ]))
+                summaries.append(
+                    StationSummary(
+                        id=path.stem,
+                        valid=False,
+                        errors=exc.errors or [{"location": "", "message": exc.detail, "type": "file"}],
+                    )
+                )
                 continue
             summaries.append(
                 StationSummary(
-                    id=station.id, name=station.name, revision=station.revision,
-                    active=station.id == active, valid=station.id == path.stem,
-                    errors=[] if station.id == path.stem else [
-                        {"location": "id", "message": f"the file is {path.name} but its id is {station.id!r}",
-                         "type": "id_mismatch"}
+                    id=station.id,
+                    name=station.name,
+                    revision=station.revision,
+                    active=station.id == active,
+                    valid=station.id == path.stem,
+                    errors=[]
+                    if station.id == path.stem
+                    else [
+                        {
+                            "location": "id",
+                            "message": f"the file is {path.name} but its id is {station.id!r}",
+                            "type": "id_mismatch",
+                        }
                     ],
                 )
             )

@@ -17,6 +17,7 @@ import cv2
 import httpx
 import numpy as np
 import pytest
+import yaml
 from fastapi.testclient import TestClient
 
 from edge_model_serving.api import create_app
@@ -198,9 +199,9 @@ AUTH = {"Authorization": f"Bearer {ORCHESTRATOR_KEY}"}
 
 def duck_station(station_id: str = "duck-line", *, fps: float | None = None, **extra: Any) -> dict[str, Any]:
     """The demo station with absolute replay paths (so it can be installed anywhere)."""
-    import yaml
-
-    station: dict[str, Any] = yaml.safe_load((REPO / "deployment" / "stations" / "duck-line.yaml").read_text())
+    station: dict[str, Any] = yaml.safe_load(
+        (REPO / "deployment" / "stations" / "duck-line.yaml").read_text()
+    )
     station["id"] = station_id
     for camera in station["cameras"]:
         camera["source"]["path"] = str(DEMO_FRAMES / camera["id"])
@@ -211,8 +212,6 @@ def duck_station(station_id: str = "duck-line", *, fps: float | None = None, **e
 
 
 def install_station(stations_dir: Path, station: dict[str, Any]) -> Path:
-    import yaml
-
     stations_dir.mkdir(parents=True, exist_ok=True)
     path = stations_dir / f"{station['id']}.yaml"
     path.write_text(yaml.safe_dump(station, sort_keys=False))

@@ -55,7 +55,11 @@ class FakeCamera:
 def classification(label: str, score: float, model: str = "classifier") -> Prediction:
     other = 1.0 - score
     return Prediction(
-        model_name=model, model_version="1", task="classification", label=label, score=score,
+        model_name=model,
+        model_version="1",
+        task="classification",
+        label=label,
+        score=score,
         scores={label: score, "other": other},
     )
 

@@ -69,13 +69,17 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
-            {"location": ".".join(str(p) for p in e.get("loc", ())), "message": str(e.get("msg", "")),
-             "type": str(e.get("type", ""))}
+            {
+                "location": ".".join(str(p) for p in e.get("loc", ())),
+                "message": str(e.get("msg", "")),
+                "type": str(e.get("type", "")),
+            }
             for e in exc.errors()
         ]
         detail = "; ".join(f"{e['location']}: {e['message']}" for e in errors)
         return JSONResponse(
-            {"detail": f"invalid request: {detail}", "code": "validation_error", "errors": errors}, status_code=422
+            {"detail": f"invalid request: {detail}", "code": "validation_error", "errors": errors},
+            status_code=422,
         )
 
     @app.exception_handler(StarletteHTTPException)
@@ -128,8 +132,13 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         models = ModelClient(settings.model_server_url, settings.model_connect_timeout_s)
         events, metrics = EventBus(), OrchestratorMetrics()
         inspector = Inspector(
-            store, models, events, metrics,
-            base_dir=settings.stations_dir, data_dir=settings.data_dir, max_in_flight=settings.max_in_flight,
+            store,
+            models,
+            events,
+            metrics,
+            base_dir=settings.stations_dir,
+            data_dir=settings.data_dir,
+            max_in_flight=settings.max_in_flight,
         )
         repository = StationRepository(settings.stations_dir, settings.data_dir)
         runtime = Runtime(settings, api_key, store, models, events, metrics, inspector, repository)
@@ -138,7 +147,9 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         await _activate_initial(runtime)
         tasks = []
         if settings.retention_interval_s > 0:
-            tasks.append(asyncio.create_task(_retention(runtime, settings.retention_interval_s), name="retention"))
+            tasks.append(
+                asyncio.create_task(_retention(runtime, settings.retention_interval_s), name="retention")
+            )
         try:
             yield
         finally:

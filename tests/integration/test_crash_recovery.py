@@ -17,7 +17,10 @@ def test_kill_9_loses_no_accepted_inspection(tmp_path: Path) -> None:
     install_station(tmp_path / "stations", duck_station(fps=4))
     data = tmp_path / "data"
     with serve(REPO / "models") as (model_url, _):
-        with run_orchestrator(data, tmp_path / "stations", model_url, default_station="duck-line") as (base, proc):
+        with run_orchestrator(data, tmp_path / "stations", model_url, default_station="duck-line") as (
+            base,
+            proc,
+        ):
             accepted = []
             for i in range(12):
                 response = httpx.post(f"{base}/api/v1/inspections", json={"part_id": f"p{i}"}, headers=AUTH)
@@ -29,7 +32,10 @@ def test_kill_9_loses_no_accepted_inspection(tmp_path: Path) -> None:
             proc.wait(timeout=10)
 
         # Then after a restart every accepted item is there: decided before the kill, or interrupted
-        with run_orchestrator(data, tmp_path / "stations", model_url, default_station="duck-line") as (base, _):
+        with run_orchestrator(data, tmp_path / "stations", model_url, default_station="duck-line") as (
+            base,
+            _,
+        ):
             items = [httpx.get(f"{base}/api/v1/inspections/{i}", headers=AUTH).json() for i in accepted]
             states = [item["state"] for item in items]
             assert set(states) <= {"done", "interrupted"}, states
@@ -45,10 +51,12 @@ def test_kill_9_loses_no_accepted_inspection(tmp_path: Path) -> None:
             listed = httpx.get(
                 f"{base}/api/v1/inspections", params={"state": "interrupted", "limit": 100}, headers=AUTH
             ).json()
-            assert {i["item_id"] for i in listed["items"]} == {i["item_id"] for i in items if i["state"] == "interrupted"}
+            assert {i["item_id"] for i in listed["items"]} == {
+                i["item_id"] for i in items if i["state"] == "interrupted"
+            }
             stats = httpx.get(f"{base}/api/v1/stats", headers=AUTH).json()
             assert stats["interrupted"] == states.count("interrupted")
             # and the line goes on
             after = httpx.post(f"{base}/api/v1/inspections?wait=10", headers=AUTH, timeout=20)
             assert after.status_code == 200 and after.json()["decision"] in ("OK", "KO")
-            assert 'edge_inspections_interrupted_total ' in httpx.get(f"{base}/metrics").text
+            assert "edge_inspections_interrupted_total " in httpx.get(f"{base}/metrics").text

@@ -41,7 +41,10 @@ def line(model_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     """One orchestrator on the duck line for the read/write API tests of this module."""
     tmp = tmp_path_factory.mktemp("line")
     install_station(tmp / "stations", duck_station())
-    with run_orchestrator(tmp / "data", tmp / "stations", model_server, default_station="duck-line") as (base, _):
+    with run_orchestrator(tmp / "data", tmp / "stations", model_server, default_station="duck-line") as (
+        base,
+        _,
+    ):
         yield base
 
 
@@ -53,7 +56,9 @@ def trigger(base: str, wait: float | None = 10, **body: Any) -> httpx.Response:
 def test_the_replayed_line_is_decided_like_the_ground_truth(model_server: str, tmp_path: Path) -> None:
     # Given a fresh orchestrator replaying the 24 demo ducks from the first frame
     install_station(tmp_path / "stations", duck_station())
-    with run_orchestrator(tmp_path / "data", tmp_path / "stations", model_server, default_station="duck-line") as (
+    with run_orchestrator(
+        tmp_path / "data", tmp_path / "stations", model_server, default_station="duck-line"
+    ) as (
         base,
         _,
     ):
@@ -66,7 +71,10 @@ def test_the_replayed_line_is_decided_like_the_ground_truth(model_server: str, t
             truth = {t["camera"]: t["ok"] for t in TRUTH if t["index"] == index}
             cameras = {c["camera_id"]: c for c in item["cameras"]}
             for camera_id, ok in truth.items():
-                assert cameras[camera_id]["decision"] == ("OK" if ok else "KO"), (index, cameras[camera_id]["reasons"])
+                assert cameras[camera_id]["decision"] == ("OK" if ok else "KO"), (
+                    index,
+                    cameras[camera_id]["reasons"],
+                )
             assert item["decision"] == ("OK" if all(truth.values()) else "KO")
             assert item["part_id"] == f"duck-{index:04d}" and item["state"] == "done"
             assert {"capture", "predict", "rules", "total"} <= set(item["timings_ms"])
@@ -99,7 +107,7 @@ def test_images_are_the_originals_and_can_be_annotated(line: str) -> None:
         annotated = httpx.get(url, params={"annotated": "true"}, headers=AUTH)
         assert annotated.status_code == 200 and annotated.content != original.content
         image = cv2.imdecode(np.frombuffer(annotated.content, np.uint8), cv2.IMREAD_COLOR)
-        assert image.shape[:2] == (480, 640)
+        assert image is not None and image.shape[:2] == (480, 640)
 
 
 @pytest.mark.parametrize(
@@ -162,7 +170,11 @@ def test_bad_triggers_get_a_clear_error(line: str) -> None:
         assert response.status_code == 422 and response.json()["code"] == code, response.text
     response = httpx.post(f"{line}/api/v1/inspections?wait=-1", headers=AUTH)
     assert response.status_code == 422
-    response = httpx.post(f"{line}/api/v1/inspections", content=b"{not json", headers={**AUTH, "content-type": "application/json"})
+    response = httpx.post(
+        f"{line}/api/v1/inspections",
+        content=b"{not json",
+        headers={**AUTH, "content-type": "application/json"},
+    )
     assert response.status_code == 422
 
 
@@ -184,10 +196,14 @@ def test_history_filters_and_pages_from_the_index(line: str) -> None:
             break
     assert seen == list(reversed(ids))  # newest first, every item exactly once
 
-    kos = httpx.get(f"{line}/api/v1/inspections", params={"decision": "KO", "since": since}, headers=AUTH).json()
+    kos = httpx.get(
+        f"{line}/api/v1/inspections", params={"decision": "KO", "since": since}, headers=AUTH
+    ).json()
     assert kos["items"] and all(i["decision"] == "KO" for i in kos["items"])
     both = httpx.get(
-        f"{line}/api/v1/inspections", params=[("decision", "KO"), ("decision", "OK"), ("since", since)], headers=AUTH
+        f"{line}/api/v1/inspections",
+        params=[("decision", "KO"), ("decision", "OK"), ("since", since)],
+        headers=AUTH,
     ).json()
     assert len(both["items"]) == 7
 
@@ -196,7 +212,9 @@ def test_an_operator_verdict_is_kept_beside_the_machine_decision(line: str) -> N
     item = trigger(line, part_id="verdict").json()
     other = "KO" if item["decision"] == "OK" else "OK"
     url = f"{line}/api/v1/inspections/{item['item_id']}/verdict"
-    response = httpx.post(url, json={"decision": other, "reason": "scratch under the tail", "operator": "ana"}, headers=AUTH)
+    response = httpx.post(
+        url, json={"decision": other, "reason": "scratch under the tail", "operator": "ana"}, headers=AUTH
+    )
     assert response.status_code == 200, response.text
     judged = response.json()
     assert judged["decision"] == item["decision"]  # the machine's decision is never rewritten
@@ -205,7 +223,9 @@ def test_an_operator_verdict_is_kept_beside_the_machine_decision(line: str) -> N
     assert item["item_id"] in [i["item_id"] for i in overridden["items"]]
 
     assert httpx.post(url, json={"decision": "MAYBE"}, headers=AUTH).status_code == 422
-    unknown = httpx.post(f"{line}/api/v1/inspections/{uuid.uuid4()}/verdict", json={"decision": "OK"}, headers=AUTH)
+    unknown = httpx.post(
+        f"{line}/api/v1/inspections/{uuid.uuid4()}/verdict", json={"decision": "OK"}, headers=AUTH
+    )
     assert unknown.status_code == 404 and unknown.json()["code"] == "item_not_found"
 
 
@@ -278,13 +298,17 @@ def test_stations_install_validate_and_switch_atomically_and_survive_a_restart(
         assert not (stations / "night-shift.yaml").exists()
         # A valid one installs (201) and is listed, not active
         night = duck_station("night-shift", item_rule={"type": "min_ok", "count": 1})
-        response = httpx.put(f"{base}/api/v1/stations/night-shift", content=yaml.safe_dump(night), headers=AUTH)
+        response = httpx.put(
+            f"{base}/api/v1/stations/night-shift", content=yaml.safe_dump(night), headers=AUTH
+        )
         assert response.status_code == 201, response.text
         listed = {s["id"]: s for s in httpx.get(f"{base}/api/v1/stations", headers=AUTH).json()}
         assert listed["duck-line"]["active"] and not listed["night-shift"]["active"]
         # Switching while items are in flight: each item finishes on the station it started with
         in_flight = [trigger(base, wait=None, part_id=f"switch-{i}").json()["item_id"] for i in range(3)]
-        switched = httpx.put(f"{base}/api/v1/stations/active", json={"station_id": "night-shift"}, headers=AUTH)
+        switched = httpx.put(
+            f"{base}/api/v1/stations/active", json={"station_id": "night-shift"}, headers=AUTH
+        )
         assert switched.status_code == 200 and switched.json()["station_id"] == "night-shift"
         after = trigger(base, part_id="after-switch").json()
         assert after["station_id"] == "night-shift"
@@ -306,7 +330,10 @@ def test_a_full_queue_refuses_triggers_with_429(model_server: str, tmp_path: Pat
     # A slow camera (one frame a second) and room for two inspections in flight
     install_station(tmp_path / "stations", duck_station(fps=1))
     with run_orchestrator(
-        tmp_path / "data", tmp_path / "stations", model_server, default_station="duck-line",
+        tmp_path / "data",
+        tmp_path / "stations",
+        model_server,
+        default_station="duck-line",
         EDGE_ORCHESTRATOR_MAX_IN_FLIGHT="2",
     ) as (base, _):
         responses = [trigger(base, wait=None) for _ in range(6)]
@@ -320,7 +347,9 @@ def test_a_full_queue_refuses_triggers_with_429(model_server: str, tmp_path: Pat
             if r.status_code == 202:
                 item_id = r.json()["item_id"]
                 deadline = time.monotonic() + 15
-                while httpx.get(f"{base}/api/v1/inspections/{item_id}", headers=AUTH).json()["state"] != "done":
+                while (
+                    httpx.get(f"{base}/api/v1/inspections/{item_id}", headers=AUTH).json()["state"] != "done"
+                ):
                     assert time.monotonic() < deadline
                     time.sleep(0.1)
 
@@ -328,7 +357,10 @@ def test_a_full_queue_refuses_triggers_with_429(model_server: str, tmp_path: Pat
 def test_an_unreachable_model_server_is_no_decision_and_not_ready(tmp_path: Path) -> None:
     install_station(tmp_path / "stations", duck_station())
     dead = f"http://127.0.0.1:{free_port()}"
-    with run_orchestrator(tmp_path / "data", tmp_path / "stations", dead, default_station="duck-line") as (base, _):
+    with run_orchestrator(tmp_path / "data", tmp_path / "stations", dead, default_station="duck-line") as (
+        base,
+        _,
+    ):
         item = trigger(base, part_id="no-model").json()
         assert item["decision"] == "NO_DECISION"
         assert {c["error_code"] for c in item["cameras"]} == {"model_unavailable"}
@@ -342,9 +374,15 @@ def test_an_unreachable_model_server_is_no_decision_and_not_ready(tmp_path: Path
 
 def test_a_dead_camera_makes_the_item_no_decision(model_server: str, tmp_path: Path) -> None:
     station = duck_station()
-    station["cameras"][1]["source"] = {"type": "http", "url": f"http://127.0.0.1:{free_port()}/snapshot.jpg", "timeout_s": 0.5}
+    station["cameras"][1]["source"] = {
+        "type": "http",
+        "url": f"http://127.0.0.1:{free_port()}/snapshot.jpg",
+        "timeout_s": 0.5,
+    }
     install_station(tmp_path / "stations", station)
-    with run_orchestrator(tmp_path / "data", tmp_path / "stations", model_server, default_station="duck-line") as (base, _):
+    with run_orchestrator(
+        tmp_path / "data", tmp_path / "stations", model_server, default_station="duck-line"
+    ) as (base, _):
         item = trigger(base, part_id="dead-camera").json()
         side = next(c for c in item["cameras"] if c["camera_id"] == "side")
         assert item["decision"] == "NO_DECISION" and side["decision"] == "NO_DECISION"

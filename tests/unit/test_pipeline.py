@@ -45,8 +45,12 @@ def run(
         typed: dict[str, Camera] = dict(cameras)
         active = ActiveStation(st, typed, [])
         item = Inspection(
-            item_id="00000000-0000-4000-8000-000000000001", station_id=st.id, station_revision=st.revision,
-            state=ItemState.ACCEPTED, source="test", accepted_at=utcnow(),
+            item_id="00000000-0000-4000-8000-000000000001",
+            station_id=st.id,
+            station_revision=st.revision,
+            state=ItemState.ACCEPTED,
+            source="test",
+            accepted_at=utcnow(),
         )
         return await inspect(item, active, models, item.accepted_at)
 
@@ -70,7 +74,10 @@ def test_every_camera_ok_makes_the_item_ok_with_predictions_timings_and_images()
     assert {"capture", "predict", "rules", "total"} <= set(item.timings_ms)
     assert all({"capture", "predict", "rules"} <= set(c.timings_ms) for c in item.cameras)
     # the pinned version reaches the model server; the unpinned one asks for the latest
-    assert sorted((name, version) for name, version, _ in models.calls) == [("classifier", "3"), ("detector", None)]
+    assert sorted((name, version) for name, version, _ in models.calls) == [
+        ("classifier", "3"),
+        ("detector", None),
+    ]
     assert item.cameras[1].model_version == "1" and item.cameras[1].prediction is not None
 
 
@@ -81,11 +88,31 @@ def test_every_camera_ok_makes_the_item_ok_with_predictions_timings_and_images()
         ({"detector": detection(("stain", 0.4))}, Decision.NO_DECISION, "top", None, "stain"),
         ({"classifier": classification("ko", 0.9)}, Decision.KO, "side", None, "ko"),
         ({"classifier": classification("ok", 0.6)}, Decision.NO_DECISION, "side", None, "0.6"),
-        ({"detector": ModelError("model detector answered 503")}, Decision.NO_DECISION, "top", "model_error", "503"),
-        ({"detector": ModelTimeoutError("no answer in 2 s")}, Decision.NO_DECISION, "top", "model_timeout", "2 s"),
+        (
+            {"detector": ModelError("model detector answered 503")},
+            Decision.NO_DECISION,
+            "top",
+            "model_error",
+            "503",
+        ),
+        (
+            {"detector": ModelTimeoutError("no answer in 2 s")},
+            Decision.NO_DECISION,
+            "top",
+            "model_timeout",
+            "2 s",
+        ),
         ({"detector": classification("ok", 0.99, model="detector")}, Decision.NO_DECISION, "top", None, ""),
     ],
-    ids=["defect", "uncertain-defect", "classified-ko", "low-confidence", "model-error", "model-timeout", "wrong-task"],
+    ids=[
+        "defect",
+        "uncertain-defect",
+        "classified-ko",
+        "low-confidence",
+        "model-error",
+        "model-timeout",
+        "wrong-task",
+    ],
 )
 def test_one_camera_decides_the_item_and_says_why(
     answers: dict[str, Any], decision: Decision, camera: str, code: str | None, reason_part: str

@@ -48,7 +48,9 @@ async def trigger(
     body: Annotated[TriggerRequest | None, Body()] = None,
     wait: Annotated[
         float | None,
-        Query(gt=0, le=300, description="Seconds to wait for the decision; 200 if decided in time, else 202."),
+        Query(
+            gt=0, le=300, description="Seconds to wait for the decision; 200 if decided in time, else 202."
+        ),
     ] = None,
 ) -> Inspection:
     """Start an inspection of the part in front of the cameras now."""
@@ -73,12 +75,21 @@ async def list_inspections(
     until: Annotated[datetime | None, Query(description="Accepted before (ISO 8601).")] = None,
     overridden: Annotated[bool | None, Query(description="Only items an operator overrode (or not).")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=256, description="next_cursor of the previous page.")] = None,
+    cursor: Annotated[
+        str | None, Query(max_length=256, description="next_cursor of the previous page.")
+    ] = None,
 ) -> InspectionPage:
     """Newest first, from the database's indexes; follow next_cursor for the next page."""
     query = InspectionQuery(
-        decision=decision, state=state, station_id=station_id, part_id=part_id, since=since, until=until,
-        overridden=overridden, limit=limit, cursor=cursor,
+        decision=decision,
+        state=state,
+        station_id=station_id,
+        part_id=part_id,
+        since=since,
+        until=until,
+        overridden=overridden,
+        limit=limit,
+        cursor=cursor,
     )
     return await runtime.store.query(query)
 
@@ -120,10 +131,16 @@ class VerdictRequest(BaseModel):
     operator: str | None = Field(default=None, max_length=100, description="Who decided.")
 
 
-@router.post("/{item_id}/verdict", dependencies=[WriteAccess], responses={**_ERRORS, 409: {"description": "Not decided yet."}})
+@router.post(
+    "/{item_id}/verdict",
+    dependencies=[WriteAccess],
+    responses={**_ERRORS, 409: {"description": "Not decided yet."}},
+)
 async def post_verdict(item_id: str, verdict: VerdictRequest, runtime: RuntimeDep) -> Inspection:
     """An operator confirms or overrides the machine's decision; both are kept."""
-    item = await runtime.store.set_verdict(_checked(item_id), verdict.decision, verdict.reason, verdict.operator)
+    item = await runtime.store.set_verdict(
+        _checked(item_id), verdict.decision, verdict.reason, verdict.operator
+    )
     if item.verdict is not None:
         runtime.events.publish(
             "item.verdict",

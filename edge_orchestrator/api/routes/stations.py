@@ -83,8 +83,11 @@ async def get_station(station_id: str, runtime: RuntimeDep) -> StationDocument:
     source = await asyncio.to_thread(runtime.stations.raw, station_id)
     active = runtime.inspector.station
     return StationDocument(
-        id=station.id, revision=station.revision, active=active is not None and active.id == station.id,
-        station=station.model_dump(mode="json"), source=source,
+        id=station.id,
+        revision=station.revision,
+        active=active is not None and active.id == station.id,
+        station=station.model_dump(mode="json"),
+        source=source,
     )
 
 
@@ -93,13 +96,18 @@ async def get_station(station_id: str, runtime: RuntimeDep) -> StationDocument:
     dependencies=[WriteAccess],
     openapi_extra={
         "requestBody": {
-            "content": {"application/yaml": {"schema": {"type": "string"}}, "application/json": {"schema": {}}},
+            "content": {
+                "application/yaml": {"schema": {"type": "string"}},
+                "application/json": {"schema": {}},
+            },
             "required": True,
         }
     },
     responses={413: {}, 422: {"description": "invalid_station, with each error's location."}},
 )
-async def put_station(station_id: str, request: Request, response: Response, runtime: RuntimeDep) -> StationSummary:
+async def put_station(
+    station_id: str, request: Request, response: Response, runtime: RuntimeDep
+) -> StationSummary:
     """Install or replace a station file (YAML or JSON body). Replacing the active one re-activates it."""
     body = await request.body()
     if len(body) > MAX_STATION_BYTES:
@@ -111,8 +119,11 @@ async def put_station(station_id: str, request: Request, response: Response, run
         await runtime.inspector.activate(station)
     response.status_code = 200 if existed else 201
     return StationSummary(
-        id=station.id, name=station.name, revision=station.revision,
-        active=active is not None and active.id == station.id, valid=True,
+        id=station.id,
+        name=station.name,
+        revision=station.revision,
+        active=active is not None and active.id == station.id,
+        valid=True,
     )
 
 
