@@ -75,3 +75,35 @@ class ModelUnavailableError(ModelError):
     """The model server could not be reached at all."""
 
     code = "model_unavailable"
+
+
+class StorageError(OrchestratorError):
+    """The database cannot be used (written by a newer version, not WAL-capable, ...)."""
+
+    code = "storage_error"
+
+
+class ConflictError(OrchestratorError):
+    """The request contradicts the item's current state (HTTP 409)."""
+
+    code = "conflict"
+
+
+class NotDecidedError(ConflictError):
+    code = "not_decided"
+
+
+class ItemStateError(ConflictError):
+    code = "invalid_item_state"
+
+
+class DuplicateItemError(ConflictError):
+    code = "duplicate_item"
+
+
+class InvalidCursorError(OrchestratorError):
+    code = "invalid_cursor"
+
+
+class InvalidVerdictError(OrchestratorError):
+    code = "invalid_verdict"

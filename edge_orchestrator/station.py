@@ -254,16 +254,24 @@ class StationRepository:
             )
         return summaries
 
-    def install(self, station_id: str, text: str | bytes) -> Station:
-        """Validate then write atomically; the id in the URL and in the file must agree."""
-        path = self._path(station_id)
+    def check(self, station_id: str, text: str | bytes) -> Station:
+        """Validate a file for installation as station_id (the id in the URL and in the file must agree)."""
+        self._path(station_id)
         station = parse_station(text, f"station {station_id}")
         if station.id != station_id:
             raise StationError(
                 f"the station's id is {station.id!r} but it is installed as {station_id!r}",
                 [{"location": "id", "message": f"must be {station_id!r}", "type": "id_mismatch"}],
             )
-        _atomic_write(path, text.encode() if isinstance(text, str) else text)
+        return station
+
+    def exists(self, station_id: str) -> bool:
+        return self._path(station_id).is_file()
+
+    def install(self, station_id: str, text: str | bytes) -> Station:
+        """Validate then write atomically."""
+        station = self.check(station_id, text)
+        _atomic_write(self._path(station_id), text.encode() if isinstance(text, str) else text)
         return station
 
     def remove(self, station_id: str) -> None:

@@ -30,11 +30,17 @@ from .domain import (
     utcnow,
 )
 from .errors import (
+    ConflictError,
+    DuplicateItemError,
     ImageNotFoundError,
+    InvalidCursorError,
     InvalidItemIdError,
+    InvalidVerdictError,
     ItemNotFoundError,
+    ItemStateError,
+    NotDecidedError,
     NotReadyError,
-    OrchestratorError,
+    StorageError,
 )
 from .retention import DiskUsage, RetentionReport, StoragePolicy, transaction
 
@@ -112,38 +118,6 @@ _COLUMNS = (
     " overridden, image_bytes, latency_ms, ko_labels, body"
 )
 _VALUES = ", ".join(f":{c.strip()}" for c in _COLUMNS.split(","))
-
-
-class StorageError(OrchestratorError):
-    """The database cannot be used (written by a newer version, not WAL-capable, ...)."""
-
-    code = "storage_error"
-
-
-class ConflictError(OrchestratorError):
-    """The request contradicts the item's current state (HTTP 409)."""
-
-    code = "conflict"
-
-
-class NotDecidedError(ConflictError):
-    code = "not_decided"
-
-
-class ItemStateError(ConflictError):
-    code = "invalid_item_state"
-
-
-class DuplicateItemError(ConflictError):
-    code = "duplicate_item"
-
-
-class InvalidCursorError(OrchestratorError):
-    code = "invalid_cursor"
-
-
-class InvalidVerdictError(OrchestratorError):
-    code = "invalid_verdict"
 
 
 class InspectionQuery(BaseModel):

@@ -18,14 +18,18 @@ from edge_orchestrator.api.routes import inspections, stations, system
 from edge_orchestrator.api.routes.stations import StationConflictError
 from edge_orchestrator.auth import resolve_api_key
 from edge_orchestrator.errors import (
+    ConflictError,
     ImageNotFoundError,
+    InvalidCursorError,
     InvalidItemIdError,
+    InvalidVerdictError,
     ItemNotFoundError,
     NotReadyError,
     OrchestratorError,
     QueueFullError,
     StationError,
     StationNotFoundError,
+    StorageError,
 )
 from edge_orchestrator.events import EventBus
 from edge_orchestrator.inspector import Inspector
@@ -33,13 +37,14 @@ from edge_orchestrator.metrics import OrchestratorMetrics
 from edge_orchestrator.model_client import ModelClient
 from edge_orchestrator.settings import OrchestratorSettings
 from edge_orchestrator.station import StationRepository
-from edge_orchestrator.storage import ConflictError, InvalidCursorError, Store
+from edge_orchestrator.storage import Store
 
 log = logging.getLogger(__name__)
 
 _STATUS: dict[type[OrchestratorError], int] = {
     InvalidItemIdError: 400,
     InvalidCursorError: 400,
+    InvalidVerdictError: 400,
     UnauthorizedError: 401,
     ItemNotFoundError: 404,
     ImageNotFoundError: 404,
@@ -49,6 +54,7 @@ _STATUS: dict[type[OrchestratorError], int] = {
     StationError: 422,
     QueueFullError: 429,
     NotReadyError: 503,
+    StorageError: 503,
 }
 
 

@@ -38,7 +38,7 @@ from edge_orchestrator.storage import (
 
 REPO = Path(__file__).parents[2]
 T0 = datetime(2024, 5, 1, 8, 0, tzinfo=UTC)
-KEEP_ALL = StoragePolicy(min_free_mb=0)
+KEEP_ALL = StoragePolicy(min_free_mb=0, keep_results_days=None)
 
 
 @pytest.fixture
@@ -411,10 +411,12 @@ async def test_a_result_is_stored_without_its_images_when_they_cannot_be_written
 
 @pytest.mark.anyio
 async def test_image_file_refuses_unknown_unsaved_and_pruned_images(store: Store) -> None:
-    ok = await run(store, Decision.OK, policy=StoragePolicy(save_images="not_ok", min_free_mb=0))
+    ok = await run(
+        store, Decision.OK, policy=StoragePolicy(save_images="not_ok", min_free_mb=0, keep_results_days=None)
+    )
     ko = await run(store, Decision.KO, T0 + timedelta(seconds=1))
     await store.enforce_retention(
-        StoragePolicy(quota_mb=1000 / 1024**2, min_free_mb=0)
+        StoragePolicy(quota_mb=1000 / 1024**2, min_free_mb=0, keep_results_days=None)
     )  # 1 KB: one image left
 
     with pytest.raises(ImageNotFoundError, match="no camera 'front'"):
@@ -431,7 +433,7 @@ async def test_image_file_refuses_unknown_unsaved_and_pruned_images(store: Store
 
 @pytest.mark.anyio
 async def test_the_not_ok_policy_keeps_only_images_of_items_not_ok(store: Store, tmp_path: Path) -> None:
-    policy = StoragePolicy(save_images="not_ok", min_free_mb=0)
+    policy = StoragePolicy(save_images="not_ok", min_free_mb=0, keep_results_days=None)
     ok = await run(store, Decision.OK, policy=policy)
     nd = await run(store, Decision.NO_DECISION, policy=policy)
 
@@ -449,7 +451,9 @@ async def test_retention_deletes_ok_images_oldest_first_and_keeps_ko_and_no_deci
     overridden = await run(store, Decision.OK, T0 - timedelta(seconds=1))
     await store.set_verdict(overridden.item_id, Decision.KO, "missed a crack", "alice")
 
-    report = await store.enforce_retention(StoragePolicy(quota_mb=10_000 / 1024**2, min_free_mb=0))
+    report = await store.enforce_retention(
+        StoragePolicy(quota_mb=10_000 / 1024**2, min_free_mb=0, keep_results_days=None)
+    )
 
     assert (report.ok_deleted, report.not_ok_deleted, report.files_deleted, report.bytes_freed) == (
         4,
@@ -467,7 +471,9 @@ async def test_retention_deletes_ok_images_oldest_first_and_keeps_ko_and_no_deci
     assert all(c.image and c.image.stored for c in (await store.get(overridden.item_id)).cameras)
     assert (await store.usage()).image_bytes == 10_000
     assert (
-        await store.enforce_retention(StoragePolicy(quota_mb=10_000 / 1024**2, min_free_mb=0))
+        await store.enforce_retention(
+            StoragePolicy(quota_mb=10_000 / 1024**2, min_free_mb=0, keep_results_days=None)
+        )
     ).files_deleted == 0
 
 
@@ -478,7 +484,9 @@ async def test_retention_spills_to_ko_images_rather_than_fill_the_disk(
     decisions = [Decision.KO, Decision.OK, Decision.NO_DECISION, Decision.KO]
     items = [await run(store, d, T0 + timedelta(seconds=i)) for i, d in enumerate(decisions)]
 
-    report = await store.enforce_retention(StoragePolicy(quota_mb=3000 / 1024**2, min_free_mb=0))
+    report = await store.enforce_retention(
+        StoragePolicy(quota_mb=3000 / 1024**2, min_free_mb=0, keep_results_days=None)
+    )
 
     assert (report.ok_deleted, report.not_ok_deleted, report.bytes_freed) == (2, 3, 5000)
     assert "KO" in report.reason and "KO" in caplog.text

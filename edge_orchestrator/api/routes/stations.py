@@ -112,11 +112,13 @@ async def put_station(
     body = await request.body()
     if len(body) > MAX_STATION_BYTES:
         raise StationError(f"the station file is larger than {MAX_STATION_BYTES // 1024} KiB")
-    existed = (runtime.stations.dir / f"{station_id}.yaml").is_file()
-    station = await asyncio.to_thread(runtime.stations.install, station_id, body)
+    existed = await asyncio.to_thread(runtime.stations.exists, station_id)
+    station = await asyncio.to_thread(runtime.stations.check, station_id, body)
     active = runtime.inspector.station
     if active is not None and active.id == station.id:
+        # Start the new revision first: if its cameras cannot open, the running one and its file stay.
         await runtime.inspector.activate(station)
+    await asyncio.to_thread(runtime.stations.install, station_id, body)
     response.status_code = 200 if existed else 201
     return StationSummary(
         id=station.id,
