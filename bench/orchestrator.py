@@ -228,6 +228,13 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICK
 
 
+def machine_busy_s() -> float:
+    """CPU seconds all processes of the machine used so far (every core), to spot other load during a run."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / CLOCK_TICK
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -365,6 +372,8 @@ def bench_latency(stack: Stack, count: int, block_size: int) -> dict[str, Any]:
     warm = Triggered([], Counter(), Counter(), Counter(), Counter(), {})
     bench_triggers(stack, 30, "warm", warm)
     bench_pairs(stack, pairs, 30, 0, [])
+    cpu_start = cpu_s(stack.orchestrator.pid) + cpu_s(stack.server.pid)
+    machine_start, wall_start = machine_busy_s(), time.monotonic()
     orch = Triggered([], Counter(), Counter(), Counter(), Counter(), {})
     direct: list[float] = []
     direct_work_ms: list[float] = []
@@ -380,6 +389,8 @@ def bench_latency(stack: Stack, count: int, block_size: int) -> dict[str, Any]:
         direct += latencies
         blocks["model_server_p99_ms"].append(round(percentile(latencies, 99) * 1000, 2))
     o = summary_ms(orch.latencies, walls["orchestrator"])
+    ours = cpu_s(stack.orchestrator.pid) + cpu_s(stack.server.pid) - cpu_start
+    other_pct = round(100 * (machine_busy_s() - machine_start - ours) / (time.monotonic() - wall_start), 1)
     m = summary_ms(direct, walls["model_server"])
     limit = 1.5 * m["p99_ms"] + 15
     return {
@@ -406,6 +417,7 @@ def bench_latency(stack: Stack, count: int, block_size: int) -> dict[str, Any]:
         "p50_difference_ms": round(o["p50_ms"] - m["p50_ms"], 2),
         "p99_limit_ms": round(limit, 2),
         "p99_ok": o["p99_ms"] <= limit,
+        "other_cpu_percent": other_pct,  # the rest of the machine, bench client included (one client thread)
     }
 
 
@@ -452,6 +464,7 @@ class Window:
     cpu: dict[str, float]
     wall: float
     children_cpu: float
+    machine: float
 
     @classmethod
     def open(cls, stack: Stack) -> Window:
@@ -463,16 +476,19 @@ class Window:
             {"orchestrator": cpu_s(stack.orchestrator.pid), "model_server": cpu_s(stack.server.pid)},
             time.monotonic(),
             children.ru_utime + children.ru_stime,
+            machine_busy_s(),
         )
 
     def cpu_percent(self, loaded_s: float) -> dict[str, float]:
-        """Percent of one core over the loaded interval (wrk's own: it is the only child that ended)."""
+        """Percent of one core over the loaded interval (wrk's own: it is the only child that ended);
+        `other` is what the rest of the machine used meanwhile (should be near 0 for a clean run)."""
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         used = {
             "orchestrator": cpu_s(self.stack.orchestrator.pid) - self.cpu["orchestrator"],
             "model_server": cpu_s(self.stack.server.pid) - self.cpu["model_server"],
             "wrk": children.ru_utime + children.ru_stime - self.children_cpu,
         }
+        used["other"] = machine_busy_s() - self.machine - sum(used.values())  # anything else on the machine
         return {k: round(100 * v / loaded_s, 1) for k, v in used.items()}
 
     def close(self) -> dict[str, Any]:
@@ -637,7 +653,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"Overhead: p99 ratio {lat['p99_ratio']}, p50 difference {lat['p50_difference_ms']} ms. "
         f"Decisions {o['decisions']}; camera errors {o['camera_errors'] or 'none'}.",
         "",
-        "| offered /s | accepted /s | refused | undecided | decision p50 / p99 ms | trigger p99 ms | CPU % orch / server / wrk | sustained |",
+        "| offered /s | accepted /s | refused | undecided | decision p50 / p99 ms | trigger p99 ms | CPU % orch / server / wrk / other | sustained |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: |",
     ]  # fmt: skip
     for step in results["rate"]["steps"]:
@@ -645,7 +661,7 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(
             f"| {step['offered_per_s']:g} | {step['achieved_per_s']} | {step['wrk']['refused_429']} | "
             f"{items['undecided']} | {lat_ms['p50']} / {lat_ms['p99']} | {step['wrk']['trigger_p99_ms']} | "
-            f"{cpu['orchestrator']} / {cpu['model_server']} / {cpu['wrk']} | "
+            f"{cpu['orchestrator']} / {cpu['model_server']} / {cpu['wrk']} / {cpu['other']} | "
             f"{'yes' if step['sustained'] else 'NO: ' + '; '.join(step['why_not'])} |"
         )
     mem = results["memory"]

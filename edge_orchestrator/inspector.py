@@ -11,17 +11,18 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from pydantic import JsonValue
 
 from edge_orchestrator.domain import Decision, Inspection, ItemState, TriggerRequest, new_item_id, utcnow
-from edge_orchestrator.errors import NotReadyError, QueueFullError
+from edge_orchestrator.errors import ModelError, NotReadyError, QueueFullError
 from edge_orchestrator.events import EventBus
 from edge_orchestrator.metrics import OrchestratorMetrics
-from edge_orchestrator.model_client import Predictor
+from edge_orchestrator.model_client import ModelDescription, Predictor
 from edge_orchestrator.pipeline import ActiveStation, Inspected, inspect
-from edge_orchestrator.station import Station
+from edge_orchestrator.station import Station, check_models
 from edge_orchestrator.storage import Store
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,9 @@ class Inspector:
         base_dir: Path,
         data_dir: Path,
         max_in_flight: int,
+        describe: Callable[[str], Awaitable[ModelDescription | None]],
     ) -> None:
+        self._describe = describe
         self._store = store
         self._models = models
         self._events = events
@@ -76,6 +79,10 @@ class Inspector:
 
     async def activate(self, station: Station) -> None:
         """Open the new station's cameras, then swap atomically; the old one closes once its items finish."""
+        try:
+            await check_models(station, self._describe)
+        except ModelError as exc:  # the model server may start after us: readiness reports it meanwhile
+            log.warning("station %s not checked against the models: %s", station.id, exc.detail)
         async with self._switch_lock:
             new = await ActiveStation.open(station, self._base_dir, self._data_dir)
             old, self._active = self._active, new

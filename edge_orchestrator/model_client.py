@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 import httpx
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from edge_orchestrator.domain import Detection, Prediction
 from edge_orchestrator.errors import ModelError, ModelTimeoutError, ModelUnavailableError
@@ -29,6 +29,23 @@ class _Answer(BaseModel):
     task: str
     prediction: _Classification | _Detections
     timings_ms: dict[str, float]
+
+
+class VersionDescription(BaseModel):
+    version: int
+    status: str
+    task: str | None = None
+    labels: list[str] = Field(default_factory=list)
+
+
+class ModelDescription(BaseModel):
+    name: str
+    latest_version: int | None
+    versions: list[VersionDescription]
+
+    def version(self, pinned: int | None) -> VersionDescription | None:
+        wanted = self.latest_version if pinned is None else pinned
+        return next((v for v in self.versions if v.version == wanted and v.status == "ready"), None)
 
 
 class Predictor(Protocol):
@@ -94,6 +111,21 @@ class ModelClient:
         if response.status_code == 200:
             return True, "ready"
         return False, f"model server not ready ({response.status_code}: {_detail(response)})"
+
+    async def describe(self, name: str, timeout_s: float = 2.0) -> ModelDescription | None:
+        """The model's ready versions with their task and labels; None when the server has no such model."""
+        try:
+            response = await self._client.get(f"/v1/models/{name}", timeout=timeout_s)
+        except httpx.HTTPError as exc:
+            raise ModelUnavailableError(f"model server unreachable ({type(exc).__name__})") from exc
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise ModelError(f"model {name} listing answered {response.status_code}: {_detail(response)}")
+        try:
+            return ModelDescription.model_validate_json(response.content)
+        except ValidationError as exc:
+            raise ModelError(f"model {name} listing is not understood: {exc.errors()[0]['msg']}") from exc
 
     async def models(self, timeout_s: float = 2.0) -> list[dict[str, object]]:
         """The model server's listing, for the system page (passed through as JSON)."""

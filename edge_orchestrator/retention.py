@@ -78,7 +78,7 @@ class DiskUsage(BaseModel):
 
 
 class OnStorageThread(Protocol):
-    """Runs `fn(connection)` on the storage's own thread and awaits it."""
+    """Runs `fn(connection)` on the storage's writer thread and awaits it."""
 
     def __call__(self, fn: Callable[[sqlite3.Connection], T], /) -> Awaitable[T]: ...
 
@@ -86,7 +86,7 @@ class OnStorageThread(Protocol):
 async def enforce(on_thread: OnStorageThread, data_dir: Path, policy: StoragePolicy) -> RetentionReport:
     """Expire old results, then prune images under the quota and free-space floor: OK first, oldest first.
 
-    Each batch is its own job on the storage thread, so inspections keep being stored during a long prune.
+    Each batch is its own job on the writer thread, so inspections keep being stored during a long prune.
     """
     files = freed = ok = not_ok = results = 0
     reasons: list[str] = []
@@ -214,6 +214,7 @@ def transaction(conn: sqlite3.Connection) -> Iterator[None]:
 
 
 def usage(conn: sqlite3.Connection, data_dir: Path) -> DiskUsage:
+    """Read-only: the storage runs it on its reader thread."""
     files, image_bytes = conn.execute(
         "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM images WHERE pruned = 0"
     ).fetchone()

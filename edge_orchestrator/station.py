@@ -11,6 +11,7 @@ import hashlib
 import os
 import re
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from edge_orchestrator.cameras import CameraSettings
 from edge_orchestrator.errors import StationError, StationNotFoundError
-from edge_orchestrator.rules import AllOkRule, CameraRule, ItemRule
+from edge_orchestrator.model_client import ModelDescription
+from edge_orchestrator.rules import AllOkRule, CameraRule, ItemRule, unknown_labels
 from edge_orchestrator.sinks import SinkSettings
 from edge_orchestrator.storage import StoragePolicy
 
@@ -181,6 +183,64 @@ def _atomic_write(path: Path, data: bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+async def check_models(
+    station: Station, describe: Callable[[str], Awaitable[ModelDescription | None]]
+) -> None:
+    """Refuse a station whose models are not served, or whose rules name another task or unknown labels.
+
+    A typo in a label would otherwise never match, and a "max 0 defects" rule would then pass every part.
+    """
+    errors: list[dict[str, Any]] = []
+    for i, camera in enumerate(station.cameras):
+        description = await describe(camera.model.name)
+        where = f"cameras.{i}.model"
+        if description is None:
+            errors.append(
+                {
+                    "location": f"{where}.name",
+                    "type": "unknown_model",
+                    "message": f"the model server has no model {camera.model.name!r}",
+                }
+            )
+            continue
+        version = description.version(camera.model.version)
+        if version is None and any(v.status == "loading" for v in description.versions):
+            continue  # still loading: nothing to check yet; readiness and the predictions will say
+        if version is None:
+            wanted = camera.model.version or "latest"
+            errors.append(
+                {
+                    "location": f"{where}.version",
+                    "type": "unknown_version",
+                    "message": f"model {camera.model.name} has no ready version {wanted}",
+                }
+            )
+            continue
+        for j, rule in enumerate(camera.rules):
+            if version.task is not None and rule.task != version.task:
+                errors.append(
+                    {
+                        "location": f"cameras.{i}.rules.{j}",
+                        "type": "wrong_task",
+                        "message": f"{rule.type} needs a {rule.task} model; {camera.model.name} "
+                        f"v{version.version} is a {version.task} model",
+                    }
+                )
+                continue
+            unknown = unknown_labels(rule, version.labels)
+            if unknown and version.labels:
+                errors.append(
+                    {
+                        "location": f"cameras.{i}.rules.{j}",
+                        "type": "unknown_label",
+                        "message": f"{', '.join(unknown)} not among the labels of {camera.model.name} "
+                        f"v{version.version} ({', '.join(version.labels)})",
+                    }
+                )
+    if errors:
+        raise StationError(f"station {station.id!r} does not fit the served models", errors)
 
 
 class StationSummary(BaseModel):

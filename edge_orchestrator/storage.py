@@ -11,7 +11,7 @@ import math
 import shutil
 import sqlite3
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -176,12 +176,20 @@ class Stats(BaseModel):
 
 
 class Store:
-    """Owns the data directory: one SQLite connection on one dedicated thread, so writes never need locks."""
+    """Owns the data directory: one SQLite connection per dedicated thread, so nothing needs locks.
+
+    The writer thread's connection does every write, in order. Reads (get, query, stats, usage, image_file)
+    run on a second thread with a read-only connection: WAL lets them run while the writer commits, so a
+    dashboard computing stats never delays an accept. Each read is one short read transaction, begun when
+    the job starts and ended when it returns, so it sees every write committed before it was called.
+    """
 
     def __init__(self, data_dir: Path) -> None:
         self._data_dir = data_dir
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        self._read_executor: ThreadPoolExecutor | None = None
+        self._read_conn: sqlite3.Connection | None = None
 
     async def __aenter__(self) -> Self:
         await self.open()
@@ -195,21 +203,40 @@ class Store:
     async def open(self) -> None:
         if self._executor is not None:
             return
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="storage")
+        writer = self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="storage")
+        reader = self._read_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="storage-read")
+        # Both opens are queued now, so calls made meanwhile run after them. The reader's waits for the
+        # writer's: the writer creates the database, switches it to WAL and migrates the schema.
+        writer_opened = writer.submit(self._open)
         try:
-            await asyncio.get_running_loop().run_in_executor(self._executor, self._open)
+            await asyncio.wrap_future(reader.submit(self._open_reader, writer_opened))
         except BaseException:
-            self._executor.shutdown(wait=False)
-            self._executor = None
+            self._executor = self._read_executor = None
+            # Queued behind the opens (still running if we were cancelled): each connection is closed
+            # on its own thread.
+            reader.submit(self._close_reader)
+            writer.submit(self._close)
+            reader.shutdown(wait=False)
+            writer.shutdown(wait=False)
             raise
 
     async def close(self) -> None:
-        executor, self._executor = self._executor, None
-        if executor is None:
+        writer, self._executor = self._executor, None
+        reader, self._read_executor = self._read_executor, None
+        if writer is None or reader is None:
             return
-        # Queued after every pending job, so accepted writes finish before the connection closes.
-        await asyncio.get_running_loop().run_in_executor(executor, self._close)
-        executor.shutdown(wait=False)
+        loop = asyncio.get_running_loop()
+        # Each close is queued after every pending job of its thread, so accepted writes finish (and
+        # running reads return) before the connections close. The reader goes first, so that the
+        # writer is the last connection and checkpoints the WAL as it closes.
+        try:
+            await loop.run_in_executor(reader, self._close_reader)
+        finally:
+            reader.shutdown(wait=False)
+            try:
+                await loop.run_in_executor(writer, self._close)
+            finally:
+                writer.shutdown(wait=False)
 
     async def accept(self, item: Inspection) -> None:
         """Insert the item as `accepted`; committed with a synced WAL before this returns."""
@@ -269,11 +296,11 @@ class Store:
 
     async def get(self, item_id: str) -> Inspection:
         _check_id(item_id)
-        return await self._call(self._get, item_id)
+        return await self._read(self._get, item_id)
 
     async def query(self, query: InspectionQuery) -> InspectionPage:
         after = _decode_cursor(query.cursor) if query.cursor is not None else None
-        return await self._call(self._query, query, after)
+        return await self._read(self._query, query, after)
 
     async def set_verdict(
         self, item_id: str, decision: Decision, reason: str | None, operator: str | None
@@ -287,21 +314,22 @@ class Store:
     async def image_file(self, item_id: str, camera_id: str) -> Path:
         """The stored image's path, taken from the database row (never from the caller's input)."""
         _check_id(item_id)
-        return await self._call(self._image_file, item_id, camera_id)
+        return await self._read(self._image_file, item_id, camera_id)
 
     async def stats(self, since: datetime, until: datetime) -> Stats:
-        return await self._call(self._stats, since, until)
+        return await self._read(self._stats, since, until)
 
     async def enforce_retention(self, policy: StoragePolicy) -> RetentionReport:
         """Expire old results, then prune images under the quota and free-space floor: OK first, oldest first."""
         return await retention.enforce(self._call, self._data_dir, policy)
 
     async def usage(self) -> DiskUsage:
-        return await self._call(retention.usage, self._data_dir)
+        return await self._read(retention.usage, self._data_dir)
 
     async def _call(
         self, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
+        """Run `fn(connection)` on the writer thread, after every write submitted before it."""
         executor = self._executor
         if executor is None:
             raise NotReadyError("the storage is not open")
@@ -313,7 +341,30 @@ class Store:
 
         return await asyncio.get_running_loop().run_in_executor(executor, job)
 
-    # --- everything below runs on the storage thread -------------------------------------------
+    async def _read(
+        self, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run `fn(read-only connection)` on the reader thread, in one read transaction of its own."""
+        executor = self._read_executor
+        if executor is None:
+            raise NotReadyError("the storage is not open")
+
+        def job() -> T:
+            conn = self._read_conn
+            if conn is None:
+                raise NotReadyError("the storage is not open")
+            # One snapshot for all of fn's statements, taken now: it holds every write committed before
+            # this call. Ended before returning, so no snapshot outlives the call (it would hide later
+            # writes from the next read and keep the writer's checkpoints from recycling the WAL).
+            conn.execute("BEGIN")
+            try:
+                return fn(conn, *args, **kwargs)
+            finally:
+                conn.execute("ROLLBACK")  # nothing to commit: the connection is read-only
+
+        return await asyncio.get_running_loop().run_in_executor(executor, job)
+
+    # --- everything below runs on the storage threads (writer, or reader where said) ------------
 
     def _open(self) -> None:
         self._data_dir = self._data_dir.resolve()
@@ -337,11 +388,30 @@ class Store:
         retention.fsync_dir(self._data_dir)
         self._conn = conn
 
+    def _open_reader(self, writer_opened: Future[None]) -> None:
+        """On the reader thread, once the writer has opened (and migrated) the database."""
+        writer_opened.result()  # the writer's error, if it failed
+        uri = (self._data_dir / DB_NAME).as_uri() + "?mode=ro"
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=10.0)
+        try:
+            (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
+            if mode != "wal":  # without WAL a reader would block the writer (and the reverse)
+                raise StorageError(f"the database in {self._data_dir} is not in WAL mode (journal mode {mode})")
+        except BaseException:
+            conn.close()
+            raise
+        self._read_conn = conn
+
     def _close(self) -> None:
         if self._conn is not None:
             self._conn.execute("PRAGMA optimize")
             self._conn.close()
             self._conn = None
+
+    def _close_reader(self) -> None:
+        if self._read_conn is not None:
+            self._read_conn.close()
+            self._read_conn = None
 
     def _accept(self, conn: sqlite3.Connection, item: Inspection) -> None:
         try:
@@ -420,6 +490,8 @@ class Store:
                 "%d items were interrupted by the last stop and are now NO_DECISION", len(recovered)
             )
         return recovered
+
+    # _get, _query, _image_file and _stats run on the reader thread (read-only connection).
 
     def _get(self, conn: sqlite3.Connection, item_id: str) -> Inspection:
         row = conn.execute("SELECT body FROM items WHERE item_id = ?", (item_id,)).fetchone()

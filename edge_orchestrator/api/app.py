@@ -145,6 +145,7 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
             base_dir=settings.stations_dir,
             data_dir=settings.data_dir,
             max_in_flight=settings.max_in_flight,
+            describe=models.describe,
         )
         repository = StationRepository(settings.stations_dir, settings.data_dir)
         runtime = Runtime(settings, api_key, store, models, events, metrics, inspector, repository)

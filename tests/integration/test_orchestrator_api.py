@@ -91,12 +91,8 @@ def test_a_trigger_without_wait_is_accepted_and_decided_later(line: str) -> None
     item = response.json()
     assert item["state"] == "accepted" and item["decision"] is None
     assert response.headers["location"] == f"/api/v1/inspections/{item['item_id']}"
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        got = httpx.get(f"{line}{response.headers['location']}", headers=AUTH).json()
-        if got["state"] == "done":
-            break
-        time.sleep(0.05)
+    got = httpx.get(f"{line}{response.headers['location']}?wait=10", headers=AUTH, timeout=20).json()
+    assert got["state"] == "done"
     assert got["decision"] in ("OK", "KO") and got["lot"] == "L7" and got["metadata"] == {"shift": 2}
 
 
@@ -316,8 +312,8 @@ def test_stations_install_validate_and_switch_atomically_and_survive_a_restart(
         after = trigger(base, part_id="after-switch").json()
         assert after["station_id"] == "night-shift"
         for item_id in in_flight:
-            got = httpx.get(f"{base}/api/v1/inspections/{item_id}?wait=1", headers=AUTH).json()
-            assert got["station_id"] == "duck-line"
+            got = httpx.get(f"{base}/api/v1/inspections/{item_id}?wait=5", headers=AUTH, timeout=10).json()
+            assert got["station_id"] == "duck-line" and got["state"] == "done"
         # The active station cannot be deleted; unknown ones are 404
         assert httpx.delete(f"{base}/api/v1/stations/night-shift", headers=AUTH).status_code == 409
         unknown = httpx.put(f"{base}/api/v1/stations/active", json={"station_id": "nope"}, headers=AUTH)
@@ -423,3 +419,31 @@ def test_a_periodic_trigger_inspects_on_its_own_and_the_file_sink_gets_every_dec
             await store.close()
 
     assert asyncio.run(stored()) == {item["item_id"] for item in lines}
+
+
+@pytest.mark.parametrize(
+    ("change", "location", "kind"),
+    [
+        ({"model": {"name": "duck-detektor"}}, "cameras.0.model.name", "unknown_model"),
+        ({"model": {"name": "duck-detector", "version": 7}}, "cameras.0.model.version", "unknown_version"),
+        (
+            {"rules": [{"type": "label_count", "labels": ["stian"], "max": 0}]},
+            "cameras.0.rules.0",
+            "unknown_label",
+        ),
+        ({"rules": [{"type": "expected_label", "label": "ok"}]}, "cameras.0.rules.0", "wrong_task"),
+    ],
+    ids=["typo-in-model", "missing-version", "typo-in-label", "classifier-rule-on-detector"],
+)
+def test_a_station_that_does_not_fit_the_served_models_is_refused(
+    line: str, change: dict[str, Any], location: str, kind: str
+) -> None:
+    # A label typo would never match, so "max 0 defects" would pass every part: refuse it up front
+    station = duck_station("misfit")
+    station["cameras"][0].update(change)
+    response = httpx.put(f"{line}/api/v1/stations/misfit", content=yaml.safe_dump(station), headers=AUTH)
+    assert response.status_code in (200, 201)  # installing only validates the file
+    switched = httpx.put(f"{line}/api/v1/stations/active", json={"station_id": "misfit"}, headers=AUTH)
+    assert switched.status_code == 422 and switched.json()["code"] == "invalid_station"
+    assert [(e["location"], e["type"]) for e in switched.json()["errors"]] == [(location, kind)]
+    assert httpx.get(f"{line}/api/v1/stations/active", headers=AUTH).json()["station_id"] == "duck-line"

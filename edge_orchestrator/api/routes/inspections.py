@@ -95,8 +95,19 @@ async def list_inspections(
 
 
 @router.get("/{item_id}", dependencies=[ReadAccess], responses=_ERRORS)
-async def get_inspection(item_id: str, runtime: RuntimeDep) -> Inspection:
-    return await runtime.store.get(_checked(item_id))
+async def get_inspection(
+    item_id: str,
+    runtime: RuntimeDep,
+    wait: Annotated[
+        float | None, Query(gt=0, le=300, description="Long-poll: wait up to this many seconds for the decision.")
+    ] = None,
+) -> Inspection:
+    """The item as it is now; with ?wait=, as soon as it is decided (or as it is when the wait ends)."""
+    item = await runtime.store.get(_checked(item_id))
+    if wait is not None and item.decision is None:
+        decided = await runtime.inspector.wait(item_id, min(wait, runtime.settings.max_wait_s))
+        return decided or await runtime.store.get(item_id)
+    return item
 
 
 @router.get(
