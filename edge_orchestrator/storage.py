@@ -396,7 +396,9 @@ class Store:
         try:
             (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
             if mode != "wal":  # without WAL a reader would block the writer (and the reverse)
-                raise StorageError(f"the database in {self._data_dir} is not in WAL mode (journal mode {mode})")
+                raise StorageError(
+                    f"the database in {self._data_dir} is not in WAL mode (journal mode {mode})"
+                )
         except BaseException:
             conn.close()
             raise

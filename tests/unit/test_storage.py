@@ -6,13 +6,15 @@ import os
 import sqlite3
 import sys
 import textwrap
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import anyio
 import pytest
 
+from edge_orchestrator import retention
 from edge_orchestrator.domain import (
     CameraResult,
     Decision,
@@ -149,6 +151,74 @@ async def test_an_item_round_trips_with_its_images(store: Store, tmp_path: Path)
     assert not list((tmp_path / "data").rglob("*.tmp"))
     usage = await store.usage()
     assert (usage.image_bytes, usage.image_files, usage.items) == (2468, 2, 1)
+
+
+@pytest.mark.anyio
+async def test_reads_do_not_wait_for_a_write_in_progress(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    done_before = await run(store, Decision.KO)
+    item = accepted(T0 + timedelta(seconds=1))
+    await store.accept(item)
+    await store.mark_running(item.item_id)
+    # The writer thread is held inside complete()'s write transaction until released.
+    entered, release = threading.Event(), threading.Event()
+    record_images = retention.record_images
+
+    def slow_record_images(conn: sqlite3.Connection, item: Inspection, written: Mapping[str, str]) -> None:
+        entered.set()
+        release.wait(timeout=30)
+        record_images(conn, item, written)
+
+    monkeypatch.setattr(retention, "record_images", slow_record_images)
+    result = decided(item, Decision.OK)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(store.complete, result, jpegs(result), KEEP_ALL)
+        try:
+            with anyio.fail_after(10):
+                assert await anyio.to_thread.run_sync(entered.wait, 10)
+            with anyio.fail_after(5):  # on the writer's thread these would wait the full 30 s
+                assert await store.get(done_before.item_id) == done_before
+                # The write is not committed yet: readers see the state before it.
+                assert (await store.get(item.item_id)).state == ItemState.RUNNING
+                stats = await store.stats(T0, T0 + timedelta(minutes=1))
+                assert stats.counts[Decision.KO] == 1 and stats.counts[Decision.OK] == 0
+                assert [i.item_id for i in (await store.query(InspectionQuery())).items] == [
+                    item.item_id,
+                    done_before.item_id,
+                ]
+                assert (await store.usage()).image_files == 2
+                assert (await store.image_file(done_before.item_id, "top")).is_file()
+            assert not release.is_set()  # the writer was busy the whole time
+        finally:
+            release.set()
+    assert (await store.get(item.item_id)).state == ItemState.DONE
+
+
+@pytest.mark.anyio
+async def test_a_read_right_after_a_write_sees_it(store: Store, tmp_path: Path) -> None:
+    for n in range(1, 21):
+        item = accepted(T0 + timedelta(seconds=n))
+        await store.accept(item)
+        assert (await store.get(item.item_id)).state == ItemState.ACCEPTED
+        await store.mark_running(item.item_id)
+        assert (await store.get(item.item_id)).state == ItemState.RUNNING
+        result = decided(item, Decision.KO)
+        done = await store.complete(result, jpegs(result), KEEP_ALL)
+        assert await store.get(item.item_id) == done
+        assert (await store.stats(T0, T0 + timedelta(minutes=1))).counts[Decision.KO] == n
+        assert (await store.query(InspectionQuery(limit=1))).items == [done]
+        assert (await store.usage()).image_files == 2 * n
+        overridden = await store.set_verdict(item.item_id, Decision.OK, None, "alice")
+        assert await store.get(item.item_id) == overridden
+    await store.enforce_retention(
+        StoragePolicy(quota_mb=1000 / 1024**2, min_free_mb=0, keep_results_days=None)
+    )
+    assert (await store.usage()).image_files == 1
+    # No read transaction outlives its call: a checkpoint can empty the whole WAL.
+    with sqlite3.connect(tmp_path / "data" / "inspections.db", timeout=0.1) as conn:
+        busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    assert busy == 0
 
 
 @pytest.mark.anyio
