@@ -99,7 +99,8 @@ async def get_inspection(
     item_id: str,
     runtime: RuntimeDep,
     wait: Annotated[
-        float | None, Query(gt=0, le=300, description="Long-poll: wait up to this many seconds for the decision.")
+        float | None,
+        Query(gt=0, le=300, description="Long-poll: wait up to this many seconds for the decision."),
     ] = None,
 ) -> Inspection:
     """The item as it is now; with ?wait=, as soon as it is decided (or as it is when the wait ends)."""
