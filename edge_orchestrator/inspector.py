@@ -128,9 +128,11 @@ class Inspector:
         )
         self._in_flight[item.item_id] = None  # hold the slot across the await below
         self._metrics.queue_depth.set(len(self._in_flight))
+        active.acquire()  # released when the item is done
         try:
             await self._store.accept(item)
         except BaseException:
+            active.release()
             self._in_flight.pop(item.item_id, None)
             self._metrics.queue_depth.set(len(self._in_flight))
             raise
@@ -161,25 +163,25 @@ class Inspector:
 
     async def _run(self, item: Inspection, active: ActiveStation) -> None:
         try:
-            with active.use():
-                self._events.publish("item.running", {**_summary(item), "state": ItemState.RUNNING.value})
-                try:
-                    inspected = await inspect(item, active, self._models, item.accepted_at)
-                except Exception as exc:  # fail safe: a bug decides NO_DECISION, it never loses the item
-                    log.exception("inspection %s failed", item.item_id)
-                    inspected = Inspected(
-                        item.model_copy(
-                            update={
-                                "state": ItemState.DONE,
-                                "decision": Decision.NO_DECISION,
-                                "reasons": [f"internal error during the inspection ({type(exc).__name__})"],
-                                "decided_at": utcnow(),
-                            }
-                        ),
-                        {},
-                    )
-                await self._finish(inspected, active)
+            self._events.publish("item.running", {**_summary(item), "state": ItemState.RUNNING.value})
+            try:
+                inspected = await inspect(item, active, self._models, item.accepted_at)
+            except Exception as exc:  # fail safe: a bug decides NO_DECISION, it never loses the item
+                log.exception("inspection %s failed", item.item_id)
+                inspected = Inspected(
+                    item.model_copy(
+                        update={
+                            "state": ItemState.DONE,
+                            "decision": Decision.NO_DECISION,
+                            "reasons": [f"internal error during the inspection ({type(exc).__name__})"],
+                            "decided_at": utcnow(),
+                        }
+                    ),
+                    {},
+                )
+            await self._finish(inspected, active)
         finally:
+            active.release()
             self._in_flight.pop(item.item_id, None)
             self._metrics.queue_depth.set(len(self._in_flight))
 

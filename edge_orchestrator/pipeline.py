@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -66,16 +65,15 @@ class ActiveStation:
         active._idle.set()
         return active
 
-    @contextlib.contextmanager
-    def use(self) -> Iterator[ActiveStation]:
+    def acquire(self) -> None:
+        """Taken synchronously when an item is accepted, so a switch cannot close what it will capture from."""
         self._users += 1
         self._idle.clear()
-        try:
-            yield self
-        finally:
-            self._users -= 1
-            if self._users == 0:
-                self._idle.set()
+
+    def release(self) -> None:
+        self._users -= 1
+        if self._users == 0:
+            self._idle.set()
 
     async def close(self, grace_s: float | None = None) -> None:
         """Close cameras and sinks once no item uses them (or after grace_s)."""
