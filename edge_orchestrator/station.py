@@ -12,6 +12,7 @@ import os
 import re
 import tempfile
 from collections.abc import Awaitable, Callable
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +119,7 @@ class Station(BaseModel):
             )
         return self
 
-    @property
+    @cached_property
     def revision(self) -> str:
         """A short hash of the validated content: stored with each item as its rules' version."""
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:12]
