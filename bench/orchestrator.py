@@ -30,13 +30,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import numpy as np
@@ -235,6 +236,12 @@ def machine_busy_s() -> float:
     return (sum(fields[:8]) - idle) / CLOCK_TICK
 
 
+def client_cpu_s() -> float:
+    """CPU seconds of this process and of its children that ended (wrk is the only one during a step)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -388,6 +395,12 @@ def bench_latency(stack: Stack, count: int, block_size: int) -> dict[str, Any]:
         walls["model_server"] += time.perf_counter() - start
         direct += latencies
         blocks["model_server_p99_ms"].append(round(percentile(latencies, 99) * 1000, 2))
+    stages = stack.metrics()
+    stage_mean_ms = {
+        stage: round(1000 * stages[f'edge_stage_seconds_sum{{stage="{stage}"}}'] / count_, 2)
+        for stage in ("capture", "predict", "rules", "total", "store", "publish")
+        if (count_ := stages.get(f'edge_stage_seconds_count{{stage="{stage}"}}', 0.0))
+    }
     o = summary_ms(orch.latencies, walls["orchestrator"])
     ours = cpu_s(stack.orchestrator.pid) + cpu_s(stack.server.pid) - cpu_start
     other_pct = round(100 * (machine_busy_s() - machine_start - ours) / (time.monotonic() - wall_start), 1)
@@ -400,6 +413,7 @@ def bench_latency(stack: Stack, count: int, block_size: int) -> dict[str, Any]:
             "decisions": dict(orch.decisions),
             "camera_errors": dict(orch.camera_errors),
             "no_decision_reasons": dict(orch.no_decision_reasons.most_common(5)),
+            "stage_mean_ms": stage_mean_ms,  # the orchestrator's own histograms (warm-up included)
             "item_timings_ms": {
                 stage: {"p50": round(percentile(v, 50), 2), "p99": round(percentile(v, 99), 2)}
                 for stage, v in orch.stages.items()
@@ -421,37 +435,132 @@ def bench_latency(stack: Stack, count: int, block_size: int) -> dict[str, Any]:
     }
 
 
-# --- sustained rate and memory: wrk on a schedule ----------------------------------------------------
+# --- sustained rate and memory: triggers on a fixed schedule --------------------------------------------
 
 
-def start_wrk(stack: Stack, rate: float, count: int, prefix: str, connections: int) -> subprocess.Popen[str]:
-    """wrk sends `count` triggers at `rate` per second, then idles until its duration ends (about 1 s)."""
-    seconds = math.ceil(count / rate) + 1  # under uvicorn's 5 s keep-alive: idle connections stay open
-    command = [
-        "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "--latency",
-        "-s", str(WRK_TRIGGER), f"http://127.0.0.1:{stack.port}{TRIGGERS}", "--", str(rate), str(count), prefix,
-    ]  # fmt: skip
-    env = {**os.environ, "BENCH_API_KEY": stack.key}
-    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+class Load(Protocol):
+    """Triggers being sent on a schedule: `count` of them at `rate` per second."""
+
+    def running(self) -> bool: ...
+
+    def summary(self) -> dict[str, Any]: ...
 
 
-def wrk_summary(proc: subprocess.Popen[str]) -> dict[str, Any]:
-    stdout, stderr = proc.communicate()
-    if proc.returncode != 0 or not stdout.strip():
-        raise RuntimeError(f"wrk failed ({proc.returncode}): {stderr.strip()[-500:]}")
-    summary: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
-    return {
-        "sent": summary["requests"],
-        "accepted_202": summary["accepted"],
-        "refused_429": summary["refused"],
-        "other_status": summary["other_status"],
-        "socket_errors": {k: v for k, v in summary["errors"].items() if k != "status" and v},
-        "trigger_p50_ms": summary["p50_us"] / 1000,
-        "trigger_p99_ms": summary["p99_us"] / 1000,
-        "trigger_max_ms": summary["max_us"] / 1000,
-        "late_slots": summary["late_slots"],
-        "late_max_ms": summary["late_max_ms"],
-    }
+class WrkLoad:
+    """wrk and wrk_trigger.lua: C sends the requests, so the load generator barely takes CPU from the servers."""
+
+    def __init__(self, stack: Stack, rate: float, count: int, prefix: str, connections: int) -> None:
+        seconds = math.ceil(count / rate) + 1  # idle at the end under uvicorn's 5 s keep-alive
+        command = [
+            "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "--latency",
+            "-s", str(WRK_TRIGGER), f"http://127.0.0.1:{stack.port}{TRIGGERS}", "--", str(rate), str(count), prefix,
+        ]  # fmt: skip
+        env = {**os.environ, "BENCH_API_KEY": stack.key}
+        self._proc = subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+
+    def running(self) -> bool:
+        return self._proc.poll() is None
+
+    def summary(self) -> dict[str, Any]:
+        stdout, stderr = self._proc.communicate()
+        if self._proc.returncode != 0 or not stdout.strip():
+            raise RuntimeError(f"wrk failed ({self._proc.returncode}): {stderr.strip()[-500:]}")
+        summary: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
+        return {
+            "sent": summary["requests"],
+            "accepted_202": summary["accepted"],
+            "refused_429": summary["refused"],
+            "other_status": summary["other_status"],
+            "socket_errors": {k: v for k, v in summary["errors"].items() if k != "status" and v},
+            "trigger_p50_ms": summary["p50_us"] / 1000,
+            "trigger_p99_ms": summary["p99_us"] / 1000,
+            "trigger_max_ms": summary["max_us"] / 1000,
+            "late_slots": summary["late_slots"],
+            "late_max_ms": summary["late_max_ms"],
+        }
+
+
+class ThreadLoad:
+    """The same schedule without wrk: threads with keep-alive connections, each claiming the next slot.
+
+    The stdlib client is the leanest Python one, but it still takes a few % of a core from the servers."""
+
+    def __init__(self, stack: Stack, rate: float, count: int, prefix: str, connections: int) -> None:
+        self._stack, self._rate, self._count, self._prefix = stack, rate, count, prefix
+        self._lock = threading.Lock()
+        self._next = 0
+        self._start = time.monotonic() + 0.1
+        self._latencies: list[float] = []
+        self._statuses: Counter[int] = Counter()
+        self._errors: Counter[str] = Counter()
+        self._late: list[float] = []
+        self._threads = [
+            threading.Thread(target=self._client, daemon=True) for _ in range(min(connections, 8))
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _client(self) -> None:
+        headers = {"Authorization": f"Bearer {self._stack.key}", "Content-Type": "application/json"}
+        conn = self._stack.connection()
+        while True:
+            with self._lock:
+                index, self._next = self._next, self._next + 1
+            if index >= self._count:
+                break
+            wait = self._start + index / self._rate - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            elif wait < -0.005:
+                self._late.append(-wait * 1000)
+            body = json.dumps({"part_id": f"{self._prefix}-{index}"}).encode()
+            t0 = time.perf_counter()
+            try:
+                conn.request("POST", TRIGGERS, body=body, headers=headers)
+                response = conn.getresponse()
+                response.read()
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                with self._lock:
+                    self._errors[type(exc).__name__] += 1
+                continue
+            with self._lock:
+                self._latencies.append(time.perf_counter() - t0)
+                self._statuses[response.status] += 1
+        conn.close()
+
+    def running(self) -> bool:
+        return any(thread.is_alive() for thread in self._threads)
+
+    def summary(self) -> dict[str, Any]:
+        for thread in self._threads:
+            thread.join()
+        ms = [v * 1000 for v in self._latencies] or [0.0]
+        accepted, refused = self._statuses[202], self._statuses[429]
+        return {
+            "sent": len(self._latencies),
+            "accepted_202": accepted,
+            "refused_429": refused,
+            "other_status": sum(self._statuses.values()) - accepted - refused,
+            "socket_errors": dict(self._errors),
+            "trigger_p50_ms": round(percentile(ms, 50), 3),
+            "trigger_p99_ms": round(percentile(ms, 99), 3),
+            "trigger_max_ms": round(max(ms), 3),
+            "late_slots": len(self._late),
+            "late_max_ms": round(max(self._late, default=0.0), 1),
+        }
+
+
+@dataclass(frozen=True)
+class LoadKind:
+    use_wrk: bool
+    connections: int
+
+    def start(self, stack: Stack, rate: float, count: int, prefix: str) -> Load:
+        kind = WrkLoad if self.use_wrk else ThreadLoad
+        return kind(stack, rate, count, prefix, self.connections)
 
 
 @dataclass
@@ -463,32 +572,30 @@ class Window:
     metrics: dict[str, float]
     cpu: dict[str, float]
     wall: float
-    children_cpu: float
+    client_cpu: float
     machine: float
 
     @classmethod
     def open(cls, stack: Stack) -> Window:
-        children = resource.getrusage(resource.RUSAGE_CHILDREN)
         return cls(
             stack,
             utcnow(),
             stack.metrics(),
             {"orchestrator": cpu_s(stack.orchestrator.pid), "model_server": cpu_s(stack.server.pid)},
             time.monotonic(),
-            children.ru_utime + children.ru_stime,
+            client_cpu_s(),
             machine_busy_s(),
         )
 
     def cpu_percent(self, loaded_s: float) -> dict[str, float]:
-        """Percent of one core over the loaded interval (wrk's own: it is the only child that ended);
-        `other` is what the rest of the machine used meanwhile (should be near 0 for a clean run)."""
-        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        """Percent of one core over the loaded interval: each server, the client (wrk or the client threads,
+        and this process's polling), and `other`: the rest of the machine (near 0 in a clean run)."""
         used = {
             "orchestrator": cpu_s(self.stack.orchestrator.pid) - self.cpu["orchestrator"],
             "model_server": cpu_s(self.stack.server.pid) - self.cpu["model_server"],
-            "wrk": children.ru_utime + children.ru_stime - self.children_cpu,
+            "client": client_cpu_s() - self.client_cpu,
         }
-        used["other"] = machine_busy_s() - self.machine - sum(used.values())  # anything else on the machine
+        used["other"] = machine_busy_s() - self.machine - sum(used.values())
         return {k: round(100 * v / loaded_s, 1) for k, v in used.items()}
 
     def close(self) -> dict[str, Any]:
@@ -525,23 +632,38 @@ def sustained(rate: float, step: dict[str, Any]) -> tuple[bool, list[str]]:
     return not why, why
 
 
-def bench_rate(stack: Stack, rate: float, seconds: float, connections: int) -> dict[str, Any]:
+def bench_rate(stack: Stack, rate: float, seconds: float, load_kind: LoadKind) -> dict[str, Any]:
     count = round(rate * seconds)
     window = Window.open(stack)
-    summary = wrk_summary(start_wrk(stack, rate, count, f"rate{rate:g}", connections))
+    load = load_kind.start(stack, rate, count, f"rate{rate:g}")
+    depth = 0.0
+    while load.running():  # one cheap scrape a second: how far behind the orchestrator gets
+        time.sleep(1)
+        depth = max(depth, stack.metrics().get("edge_queue_depth", 0.0))
+    summary = load.summary()
     loaded_s = count / rate
     cpu = window.cpu_percent(time.monotonic() - window.wall)
-    step = {"offered_per_s": rate, "seconds": loaded_s, "wrk": summary, "cpu_percent": cpu, **window.close()}
+    step = {
+        "offered_per_s": rate,
+        "seconds": loaded_s,
+        "wrk": summary,
+        "cpu_percent": cpu,
+        "max_queue_depth_seen": depth,
+        **window.close(),
+    }
     step["achieved_per_s"] = round(step["items"]["accepted"] / loaded_s, 2)
     step["sustained"], step["why_not"] = sustained(rate, step)
     return step
 
 
-def bench_rates(stack: Stack, rates: list[float], seconds: float, connections: int) -> dict[str, Any]:
-    steps = []
+def bench_rates(stack: Stack, rates: list[float], seconds: float, load_kind: LoadKind) -> dict[str, Any]:
+    """Step up until a rate is not sustained, then try once halfway between the last good and that one."""
+    steps: list[dict[str, Any]] = []
     best = 0.0
-    for rate in rates:
-        step = bench_rate(stack, rate, seconds, connections)
+    queue = list(rates)
+    while queue:
+        rate = queue.pop(0)
+        step = bench_rate(stack, rate, seconds, load_kind)
         steps.append(step)
         print(
             f"rate {rate:g}/s: accepted {step['items']['accepted']}, decided {step['items']['decided']}, "
@@ -549,9 +671,12 @@ def bench_rates(stack: Stack, rates: list[float], seconds: float, connections: i
             f"{'sustained' if step['sustained'] else 'NOT sustained: ' + '; '.join(step['why_not'])}",
             flush=True,
         )
-        if not step["sustained"]:
-            break
-        best = rate
+        if step["sustained"]:
+            best = max(best, rate)
+        elif rate in rates and best and rate - best >= 10:
+            queue = [5.0 * round((best + rate) / 10)]  # one refinement step, to the nearest 5/s
+        else:
+            queue = []
         time.sleep(2)
     return {"steps": steps, "max_sustained_per_s": best}
 
@@ -569,7 +694,7 @@ def decided_total(samples: dict[str, float]) -> int:
     return int(metric_sum(samples, "edge_inspections_total"))
 
 
-def bench_memory(stack: Stack, rate: float, count: int, connections: int) -> dict[str, Any]:
+def bench_memory(stack: Stack, rate: float, count: int, load_kind: LoadKind) -> dict[str, Any]:
     """RSS every 1 000 decided items while wrk sends `count` triggers at `rate`."""
     warm = Triggered([], Counter(), Counter(), Counter(), Counter(), {})
     bench_triggers(stack, 30, "memwarm", warm)
@@ -577,18 +702,27 @@ def bench_memory(stack: Stack, rate: float, count: int, connections: int) -> dic
     window = Window.open(stack)
     base = decided_total(window.metrics)
     samples = [rss_sample(stack, 0, start)]
-    wrk = start_wrk(stack, rate, count, "mem", connections)
+    load = load_kind.start(stack, rate, count, "mem")
     mark = 1000
-    while wrk.poll() is None:
+    depth = 0.0
+    while load.running():
         time.sleep(0.5)
-        decided = decided_total(stack.metrics()) - base
+        scrape = stack.metrics()
+        decided = decided_total(scrape) - base
+        depth = max(depth, scrape.get("edge_queue_depth", 0.0))
         if decided >= mark:
             samples.append(rss_sample(stack, decided, start))
             print(f"memory: {samples[-1]}", flush=True)
             mark = (decided // 1000 + 1) * 1000
-    summary = wrk_summary(wrk)
+    summary = load.summary()
     cpu = window.cpu_percent(time.monotonic() - window.wall)
-    result = {"offered_per_s": rate, "wrk": summary, "cpu_percent": cpu, **window.close()}
+    result = {
+        "offered_per_s": rate,
+        "wrk": summary,
+        "cpu_percent": cpu,
+        "max_queue_depth_seen": depth,
+        **window.close(),
+    }
     final = rss_sample(stack, decided_total(stack.metrics()) - base, start)
     if final["items"] > samples[-1]["items"]:
         samples.append(final)
@@ -639,6 +773,21 @@ def checks(results: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"name": n, "measured": v, "limit": lim, "ok": bool(ok)} for n, v, lim, ok in rows]
 
 
+def disturbances(results: dict[str, Any]) -> list[str]:
+    """Other processes busy during a measurement (2 cores: one busy neighbour halves the headroom)."""
+    notes = []
+    other = results["latency"]["other_cpu_percent"]  # the bench's own client thread included
+    if other > 30:
+        notes.append(f"latency: the rest of the machine used {other} % of a core; figures disturbed")
+    for step in [*results["rate"]["steps"], results["memory"]]:
+        if step["cpu_percent"]["other"] > 25:
+            notes.append(
+                f"{step['offered_per_s']:g}/s: other processes used {step['cpu_percent']['other']} % of a core; "
+                "figures disturbed"
+            )
+    return notes
+
+
 def markdown(results: dict[str, Any]) -> str:
     lat = results["latency"]
     o, m = lat["orchestrator"], lat["model_server_pair"]
@@ -653,7 +802,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"Overhead: p99 ratio {lat['p99_ratio']}, p50 difference {lat['p50_difference_ms']} ms. "
         f"Decisions {o['decisions']}; camera errors {o['camera_errors'] or 'none'}.",
         "",
-        "| offered /s | accepted /s | refused | undecided | decision p50 / p99 ms | trigger p99 ms | CPU % orch / server / wrk / other | sustained |",
+        "| offered /s | accepted /s | refused | undecided | decision p50 / p99 ms | trigger p99 ms | CPU % orch / server / client / other | sustained |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | :---: |",
     ]  # fmt: skip
     for step in results["rate"]["steps"]:
@@ -661,7 +810,7 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(
             f"| {step['offered_per_s']:g} | {step['achieved_per_s']} | {step['wrk']['refused_429']} | "
             f"{items['undecided']} | {lat_ms['p50']} / {lat_ms['p99']} | {step['wrk']['trigger_p99_ms']} | "
-            f"{cpu['orchestrator']} / {cpu['model_server']} / {cpu['wrk']} / {cpu['other']} | "
+            f"{cpu['orchestrator']} / {cpu['model_server']} / {cpu['client']} / {cpu['other']} | "
             f"{'yes' if step['sustained'] else 'NO: ' + '; '.join(step['why_not'])} |"
         )
     mem = results["memory"]
@@ -678,6 +827,7 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(
             f"| {s['items']} | {s['t_s']} | {s['orchestrator_rss_mb']} | {s['model_server_rss_mb']} |"
         )
+    lines += [f"\nNote: {note}" for note in results["notes"]]
     lines += ["", "| target | measured | limit | met |", "| --- | ---: | ---: | :---: |"]
     for check in results["checks"]:
         lines.append(
@@ -697,11 +847,18 @@ def main() -> None:
     parser.add_argument(
         "--latency-count", type=int, help="triggers (and model-server pairs) to time; default 500"
     )
-    parser.add_argument("--rates", default="20,25,30,40,50,60,80", help="offered rates to step through (/s)")
+    parser.add_argument(
+        "--rates", default="20,25,30,40,50,60,80,100,120,150", help="offered rates to step through (/s)"
+    )
     parser.add_argument("--step-seconds", type=float, help="duration of each rate step; default 20")
     parser.add_argument("--memory-rate", type=float, default=25.0, help="offered rate of the memory run (/s)")
     parser.add_argument("--memory-count", type=int, help="inspections of the memory run; default 10 000")
-    parser.add_argument("--connections", type=int, default=16, help="wrk connections sharing the schedule")
+    parser.add_argument(
+        "--connections", type=int, default=16, help="connections sharing the trigger schedule"
+    )
+    parser.add_argument(
+        "--python-client", action="store_true", help="send the scheduled triggers without wrk"
+    )
     parser.add_argument("--port", type=int, default=8590, help="orchestrator port")
     parser.add_argument("--model-port", type=int, default=8591, help="model server port")
     parser.add_argument("--tmp", type=Path, help="where the data directories go (images: up to 1 GB)")
@@ -711,8 +868,9 @@ def main() -> None:
     step_seconds = args.step_seconds or (10.0 if args.quick else 20.0)
     memory_count = args.memory_count or (2000 if args.quick else 10_000)
     rates = [float(r) for r in args.rates.split(",")]
-    if shutil.which("wrk") is None:
-        sys.exit("wrk is needed for the rate and memory phases (make bench installs it)")
+    load_kind = LoadKind(
+        use_wrk=shutil.which("wrk") is not None and not args.python_client, connections=args.connections
+    )
 
     results: dict[str, Any] = {
         "machine": {
@@ -720,7 +878,9 @@ def main() -> None:
             "platform": platform.platform(),
             "python": platform.python_version(),
         },
-        "client": "http.client, one keep-alive connection per path (latency); wrk on a fixed schedule (rate, memory)",
+        "client": "http.client, one keep-alive connection per path (latency); "
+        + ("wrk" if load_kind.use_wrk else "http.client threads")
+        + " on a fixed schedule (rate, memory)",
         "settings": {
             "quick": args.quick,
             "latency_count": latency_count,
@@ -736,11 +896,14 @@ def main() -> None:
         phases["latency"].update(bench_latency(stack, latency_count, min(100, latency_count)))
     print(f"latency: {json.dumps({k: phases['latency'][k] for k in ('p99_ratio', 'p50_difference_ms')})}")
     with running_stack("rate", *ports, phases["rate"]) as stack:
-        phases["rate"].update(bench_rates(stack, rates, step_seconds, args.connections))
+        phases["rate"].update(bench_rates(stack, rates, step_seconds, load_kind))
     with running_stack("memory", *ports, phases["memory"]) as stack:
-        phases["memory"].update(bench_memory(stack, args.memory_rate, memory_count, args.connections))
+        phases["memory"].update(bench_memory(stack, args.memory_rate, memory_count, load_kind))
     results |= phases
     results["checks"] = checks(results)
+    results["notes"] = disturbances(results)
+    for note in results["notes"]:
+        print(f"note: {note}")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "orchestrator.json").write_text(json.dumps(results, indent=2, default=str))
     table = markdown(results)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Protocol
 
 import httpx
@@ -59,6 +60,9 @@ class ModelClient:
 
     def __init__(self, base_url: str, connect_timeout_s: float = 1.0, max_connections: int = 16) -> None:
         self._connect_timeout = connect_timeout_s
+        # Predictions beyond the pool wait here, not in httpcore's pool, whose bookkeeping rescans every
+        # waiting request on each change: under overload that scan ate half the event loop.
+        self._slots = asyncio.Semaphore(max_connections)
         self._client = httpx.AsyncClient(
             base_url=base_url,
             timeout=httpx.Timeout(5.0, connect=connect_timeout_s),
@@ -75,10 +79,15 @@ class ModelClient:
             if version is None
             else f"/v1/models/{name}/versions/{version}:predict"
         )
-        timeout = httpx.Timeout(timeout_s, connect=min(self._connect_timeout, timeout_s))
+        connect = min(self._connect_timeout, timeout_s)
         try:
-            response = await self._client.post(path, content=jpeg, timeout=timeout)
-        except httpx.TimeoutException as exc:
+            # One deadline for waiting for a connection and the whole exchange (httpx's own timeouts are
+            # per operation, so a slow trickle of bytes could otherwise outlast timeout_s).
+            async with asyncio.timeout(timeout_s), self._slots:
+                response = await self._client.post(
+                    path, content=jpeg, timeout=httpx.Timeout(timeout_s, connect=connect)
+                )
+        except (TimeoutError, httpx.TimeoutException) as exc:
             raise ModelTimeoutError(f"model {name} did not answer within {timeout_s:g} s") from exc
         except httpx.TransportError as exc:
             raise ModelUnavailableError(f"model server unreachable ({type(exc).__name__}: {exc})") from exc

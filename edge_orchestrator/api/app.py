@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 
@@ -152,6 +153,10 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         app.state.runtime = runtime
         await inspector.recover()
         await _activate_initial(runtime)
+        # Everything built so far lives as long as the process: keep it out of the collector's full passes,
+        # which otherwise walked ~90k objects and paused the loop for ~60 ms every minute.
+        gc.collect()
+        gc.freeze()
         tasks = []
         if settings.retention_interval_s > 0:
             tasks.append(
