@@ -24,7 +24,7 @@ help: ## Show this help
 # The environment for serving, tests and lint; rebuilt when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml | $(UV)
 	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(VENV)
-	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet -e '.[serving,orchestrator,dev]'
+	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet -e '.[serving,orchestrator,interface,dev]'
 	touch $@
 
 $(TRAIN_VENV)/.installed: pyproject.toml | $(UV)
@@ -38,7 +38,12 @@ run: $(VENV)/.installed ## Run the edge stack on the demo duck line (orchestrato
 check-config: $(VENV)/.installed ## Validate the station files (STATIONS=deployment/stations/*.yaml)
 	$(VENV)/bin/python -m edge_orchestrator --check-config $(or $(STATIONS),deployment/stations/*.yaml)
 
-test: $(VENV)/.installed ## Set up and run the whole test suite
+# Browser tests drive Debian's chromium through Playwright (no browser download).
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	./deployment/install-debian-packages.sh chromium
+
+test: $(VENV)/.installed $(CHROMIUM) ## Set up and run the whole test suite
 	$(VENV)/bin/python -m pytest
 
 test-unit: $(VENV)/.installed ## Unit tests only (seconds)
@@ -47,7 +52,7 @@ test-unit: $(VENV)/.installed ## Unit tests only (seconds)
 lint: $(VENV)/.installed ## ruff (with the ASYNC rules) and mypy --strict
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy edge_model_serving edge_orchestrator hub bench tests
+	$(VENV)/bin/mypy edge_model_serving edge_orchestrator edge_interface hub bench tests
 
 format: $(VENV)/.installed ## Format the code with ruff
 	$(VENV)/bin/ruff check --fix .
