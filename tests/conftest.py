@@ -100,40 +100,36 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(models_dir: Path, **env: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """The real server process (`python -m edge_model_serving`) on a loopback port."""
-    port = free_port()
-    proc_env = {
-        **os.environ,
-        "EDGE_SERVING_WATCH_INTERVAL_S": "0",
-        "EDGE_SERVING_LOG_LEVEL": "warning",
-        **env,
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "edge_model_serving", "--models-dir", str(models_dir), "--port", str(port)],
-        cwd=REPO,
-        env=proc_env,
-    )
-    base = f"http://127.0.0.1:{port}"
+def service(
+    args: list[str], ready_url: str, env: dict[str, str], timeout: float = 60.0
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A real service process (`python -m <args>`) started from the repo; yields once ready_url answers 200.
+
+    Stopped with SIGTERM (graceful), then SIGKILL if it does not stop in time.
+    """
+    proc = subprocess.Popen([sys.executable, "-m", *args], cwd=REPO, env={**os.environ, **env})
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError("the model server process did not become ready")
-            time.sleep(0.1)
-        yield base, proc
+        wait_http(ready_url, proc, timeout)
+        yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+@contextmanager
+def serve(models_dir: Path, **env: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """The real model server process (`python -m edge_model_serving`) on a loopback port."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    settings = {"EDGE_SERVING_WATCH_INTERVAL_S": "0", "EDGE_SERVING_LOG_LEVEL": "warning", **env}
+    args = ["edge_model_serving", "--models-dir", str(models_dir), "--port", str(port)]
+    with service(args, f"{base}/health/ready", settings) as proc:
+        yield base, proc
 
 
 @pytest.fixture(scope="module")
@@ -165,8 +161,7 @@ def run_orchestrator(
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """The real orchestrator process (`python -m edge_orchestrator`) on a loopback port; waits until live."""
     port = free_port()
-    proc_env = {
-        **os.environ,
+    settings = {
         "EDGE_API_KEY": ORCHESTRATOR_KEY,
         "EDGE_ORCHESTRATOR_DATA_DIR": str(data_dir),
         "EDGE_ORCHESTRATOR_STATIONS_DIR": str(stations_dir),
@@ -176,21 +171,9 @@ def run_orchestrator(
         **({"EDGE_ORCHESTRATOR_DEFAULT_STATION": default_station} if default_station else {}),
         **env,
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "edge_orchestrator", "--port", str(port)], cwd=REPO, env=proc_env
-    )
     base = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{base}/health/live", proc)
+    with service(["edge_orchestrator", "--port", str(port)], f"{base}/health/live", settings) as proc:
         yield base, proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
 
 
 ORCHESTRATOR_KEY = "test-key-0123456789abcdef"
