@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs the edge stack on this machine in the foreground: model server (8501) and orchestrator (8000) on the
-# demo station. Ctrl-C stops everything. Used by `make run`; settings come from EDGE_* environment variables.
+# Runs the edge stack on this machine in the foreground: model server (8501), orchestrator (8000) on the demo
+# station, and the line dashboard (8080). Ctrl-C stops everything. Used by `make run`; settings come from EDGE_*
+# environment variables.
 set -euo pipefail
 
 PY=${PY:-.venv/bin/python}
@@ -35,11 +36,21 @@ wait_ready "model server" http://127.0.0.1:8501/health/ready
 "$PY" -m edge_orchestrator --port 8000 & pids+=($!)
 wait_ready "orchestrator" http://127.0.0.1:8000/health/live
 
+# The dashboard uses the orchestrator's key: EDGE_API_KEY or EDGE_API_KEY_FILE when set (both services read
+# them), else the file the orchestrator generated in its data directory. The key never leaves the server.
+if [[ -z "${EDGE_API_KEY:-}" && -z "${EDGE_API_KEY_FILE:-}" ]]; then
+  EDGE_API_KEY_FILE="$DATA_DIR/api-key" "$PY" -m edge_interface --port 8080 & pids+=($!)
+else
+  "$PY" -m edge_interface --port 8080 & pids+=($!)
+fi
+wait_ready "dashboard" http://127.0.0.1:8080/health/live
+
 key_source=$("$PY" -c "import sys; from edge_orchestrator.auth import resolve_api_key as r; import os, pathlib; \
 print(r(os.environ.get('EDGE_API_KEY'), pathlib.Path(os.environ['EDGE_API_KEY_FILE']) if os.environ.get('EDGE_API_KEY_FILE') else None, pathlib.Path('$DATA_DIR')).source)")
 cat <<MSG
 
   The edge stack is running (Ctrl-C stops it):
+    dashboard      http://127.0.0.1:8080/
     model server   http://127.0.0.1:8501/docs
     orchestrator   http://127.0.0.1:8000/docs   (station: $EDGE_ORCHESTRATOR_DEFAULT_STATION)
     API key        $key_source
