@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from edge_orchestrator.cameras import CameraSettings
+from edge_orchestrator.cameras import CameraSettings, mask_url
 from edge_orchestrator.errors import StationError, StationNotFoundError
 from edge_orchestrator.model_client import ModelDescription
 from edge_orchestrator.rules import AllOkRule, CameraRule, ItemRule, unknown_labels
@@ -119,10 +119,27 @@ class Station(BaseModel):
             )
         return self
 
+    def public(self) -> dict[str, Any]:
+        """The station as JSON for the API: URL credentials and secret-looking query values masked."""
+        data = self.model_dump(mode="json")
+        for camera in data["cameras"]:
+            if isinstance(camera["source"].get("url"), str):
+                camera["source"]["url"] = mask_url(camera["source"]["url"])
+        return data
+
     @cached_property
     def revision(self) -> str:
         """A short hash of the validated content: stored with each item as its rules' version."""
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:12]
+
+
+_URL_CREDENTIALS = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)[^/\s@'\"]+@")
+_SECRET_LINE = re.compile(r"(?im)^([\s#-]*(?:password|token|secret)\s*:\s*)\S.*$")
+
+
+def redact_source(text: str) -> str:
+    """A station file as text with URL credentials and password-like values masked (for the API)."""
+    return _SECRET_LINE.sub(r"\1'***'", _URL_CREDENTIALS.sub(r"\1***@", text))
 
 
 def format_errors(exc: ValidationError) -> list[dict[str, Any]]:
@@ -146,9 +163,18 @@ def parse_station(text: str | bytes, source: str = "station") -> Station:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "unreadable YAML"
+        context = getattr(exc, "context", None)
+        message = f"{context}, {problem}" if context else problem
         raise StationError(
-            f"{source}: not valid YAML{where}",
-            [{"location": f"line {mark.line + 1}" if mark else "", "message": str(exc), "type": "yaml"}],
+            f"{source}: not valid YAML{where}: {message}",
+            [
+                {
+                    "location": f"line {mark.line + 1}, column {mark.column + 1}" if mark else "",
+                    "message": message,
+                    "type": "yaml",
+                }
+            ],
         ) from exc
     if not isinstance(data, dict):
         raise StationError(f"{source}: a station file must be a mapping (id, name, cameras, ...)")

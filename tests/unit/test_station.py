@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from edge_orchestrator.errors import StationError, StationNotFoundError
-from edge_orchestrator.station import StationRepository, load_station, parse_station
+from edge_orchestrator.station import StationRepository, load_station, parse_station, redact_source
 from tests.conftest import REPO
 
 DEMO = REPO / "deployment" / "stations" / "duck-line.yaml"
@@ -118,3 +118,29 @@ def test_the_repository_installs_lists_and_remembers_the_active_station(tmp_path
     repo.set_active_id("line-2")
     assert StationRepository(tmp_path / "stations", tmp_path / "data").active_id() == "line-2"
     assert not list((tmp_path / "stations").glob("*.tmp"))
+
+
+def test_secrets_never_leave_through_the_api_view() -> None:
+    text = (
+        MINIMAL.replace(
+            "source: {type: replay, path: frames}",
+            "source: {type: rtsp, url: 'rtsp://admin:hunter2@10.0.0.9/stream?token=abc'}",
+        )
+        + "# password: hunter2\n"
+    )
+    station = parse_station(text)
+    shown = str(station.public())
+    assert "hunter2" not in shown and "abc" not in shown and "10.0.0.9" in shown
+    assert "hunter2" not in redact_source(text) and "10.0.0.9" in redact_source(text)
+    snapshot = MINIMAL.replace(
+        "source: {type: replay, path: frames}",
+        "source:\n      type: http\n      url: http://cam/snap.jpg\n      username: op\n      password: hunter2",
+    )
+    assert "hunter2" not in str(parse_station(snapshot).public()) and "hunter2" not in redact_source(snapshot)
+
+
+def test_a_yaml_error_says_where_and_what_without_parser_noise() -> None:
+    with pytest.raises(StationError) as caught:
+        parse_station(b"id: x\ncameras: [\n  - id: top\n")
+    message = caught.value.detail
+    assert "line" in message and "byte string" not in message

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from edge_orchestrator.api.deps import ReadAccess, RuntimeDep, WriteAccess
 from edge_orchestrator.errors import OrchestratorError, StationError
-from edge_orchestrator.station import MAX_STATION_BYTES, Station, StationSummary
+from edge_orchestrator.station import MAX_STATION_BYTES, Station, StationSummary, redact_source
 
 router = APIRouter(prefix="/api/v1/stations", tags=["stations"])
 
@@ -24,7 +24,9 @@ class StationDocument(BaseModel):
     revision: str
     active: bool
     station: dict[str, Any] = Field(description="The validated station, defaults filled in.")
-    source: str = Field(description="The file as installed (YAML).")
+    source: str = Field(
+        description="The file as installed (YAML), with URL credentials and passwords masked."
+    )
 
 
 class ActiveStation(BaseModel):
@@ -45,7 +47,7 @@ def _active_document(runtime: RuntimeDep) -> ActiveStation:
     return ActiveStation(
         station_id=active.station.id,
         revision=active.station.revision,
-        station=active.station.model_dump(mode="json"),
+        station=active.station.public(),
         cameras={cid: camera.status().model_dump(mode="json") for cid, camera in active.cameras.items()},
     )
 
@@ -86,8 +88,8 @@ async def get_station(station_id: str, runtime: RuntimeDep) -> StationDocument:
         id=station.id,
         revision=station.revision,
         active=active is not None and active.id == station.id,
-        station=station.model_dump(mode="json"),
-        source=source,
+        station=station.public(),
+        source=redact_source(source),
     )
 
 
