@@ -32,7 +32,7 @@ $(TRAIN_VENV)/.installed: pyproject.toml | $(UV)
 	VIRTUAL_ENV=$(TRAIN_VENV) $(UV) pip install --quiet -e '.[train]'
 	touch $@
 
-run: $(VENV)/.installed ## Run the edge stack on the demo duck line (orchestrator :8000, model server :8501)
+run: $(VENV)/.installed ## Run the demo duck line: dashboard :8080, orchestrator :8000, model server :8501
 	PY=$(VENV)/bin/python MODELS_DIR=$(MODELS_DIR) ./deployment/run-edge.sh
 
 check-config: $(VENV)/.installed ## Validate the station files (STATIONS=deployment/stations/*.yaml)

@@ -45,19 +45,23 @@ else
 fi
 wait_ready "dashboard" http://127.0.0.1:8080/health/live
 
-key_source=$("$PY" -c "import sys; from edge_orchestrator.auth import resolve_api_key as r; import os, pathlib; \
-print(r(os.environ.get('EDGE_API_KEY'), pathlib.Path(os.environ['EDGE_API_KEY_FILE']) if os.environ.get('EDGE_API_KEY_FILE') else None, pathlib.Path('$DATA_DIR')).source)")
+if [[ -n "${EDGE_API_KEY:-}" ]]; then
+  key_source="the EDGE_API_KEY environment variable"; key_expr='$EDGE_API_KEY'
+else
+  key_file=${EDGE_API_KEY_FILE:-$DATA_DIR/api-key}
+  key_source="$key_file (mode 0600)"; key_expr="\$(cat $key_file)"
+fi
 cat <<MSG
 
   The edge stack is running (Ctrl-C stops it):
     dashboard      http://127.0.0.1:8080/
     model server   http://127.0.0.1:8501/docs
     orchestrator   http://127.0.0.1:8000/docs   (station: $EDGE_ORCHESTRATOR_DEFAULT_STATION)
-    API key        $key_source
+    API key        in $key_source
 
   Inspect one duck and wait for the decision:
     curl -s -X POST 'http://127.0.0.1:8000/api/v1/inspections?wait=5' \\
-         -H "Authorization: Bearer \$(cat $DATA_DIR/api-key)" -H 'Content-Type: application/json' \\
+         -H "Authorization: Bearer $key_expr" -H 'Content-Type: application/json' \\
          -d '{"part_id": "duck-0001"}'
 
 MSG
