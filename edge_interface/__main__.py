@@ -4,11 +4,28 @@ from __future__ import annotations
 
 import argparse
 import logging
+import socket
 
 import uvicorn
+from fastapi import FastAPI
 
-from edge_interface.app import create_app
+from edge_interface.app import create_app, end_streams
 from edge_interface.settings import InterfaceSettings
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, ending the live pages' event streams as soon as it starts to stop.
+
+    An open live page holds a stream that never ends by itself: without this, stopping waits for the grace
+    period, then cancels the stream mid-response (a CancelledError in the log)."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI) -> None:
+        super().__init__(config)
+        self._app = app
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        end_streams(self._app)
+        await super().shutdown(sockets)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -24,14 +41,16 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
-        # Open live pages hold event streams: do not wait for browsers to leave before stopping.
+        # Streams end at once on stop (see _Server); this only bounds a request that is slow to finish.
         timeout_graceful_shutdown=2,
     )
+    _Server(config, app).run()
 
 
 if __name__ == "__main__":

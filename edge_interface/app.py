@@ -85,6 +85,16 @@ def _install_error_handlers(app: FastAPI) -> None:
         return answer(request, 500, UNEXPECTED)
 
 
+def end_streams(app: FastAPI) -> None:
+    """The server is stopping: every open /events stream ends now, cleanly (the browsers reconnect later).
+
+    Call it before waiting for connections to close (`python -m edge_interface` does): a live page's stream
+    never ends by itself, so otherwise the server waits out its grace period, then cancels the stream."""
+    runtime: Runtime | None = getattr(app.state, "runtime", None)
+    if runtime is not None:
+        runtime.stopping.set()
+
+
 def create_app(settings: InterfaceSettings | None = None) -> FastAPI:
     settings = settings or InterfaceSettings()
     metrics = InterfaceMetrics()
@@ -101,11 +111,12 @@ def create_app(settings: InterfaceSettings | None = None) -> FastAPI:
         client = OrchestratorClient(settings.orchestrator_url, key, metrics, settings.request_timeout_s)
         renderer = await asyncio.to_thread(Renderer, settings)
         health = HealthMonitor(client, max_age_s=min(1.0, settings.health_interval_s / 2))
-        app.state.runtime = Runtime(settings, client, health, metrics, renderer)
+        app.state.runtime = Runtime(settings, client, health, metrics, renderer, asyncio.Event())
         log.info("dashboard for the orchestrator at %s", settings.orchestrator_url)
         try:
             yield
         finally:
+            end_streams(app)  # in case the server did not say it was stopping (streams are gone by now)
             await health.close()
             await client.close()
 

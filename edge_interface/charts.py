@@ -51,13 +51,18 @@ def fmt(value: float, unit: str = "") -> str:
     return f"{text}\u2009{unit}" if unit else text
 
 
-def nice_ticks(top: float, count: int = 4) -> list[float]:
-    """Round axis ticks from 0 to at least `top` (steps of 1, 2, 2.5 or 5 times a power of ten)."""
+def nice_ticks(top: float, count: int = 4, *, integer: bool = False) -> list[float]:
+    """Round axis ticks from 0 to at least `top` (steps of 1, 2, 2.5 or 5 times a power of ten).
+
+    `integer`: for counts (parts), whole steps only: 1, 2 or 5 times a power of ten, at least 1."""
     if top <= 0 or not math.isfinite(top):
         return [0.0, 1.0]
     raw = top / count
     power = 10 ** math.floor(math.log10(raw))
-    step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
+    multiples = (1, 2, 5, 10) if integer else (1, 2, 2.5, 5, 10)
+    step = next(m * power for m in multiples if m * power >= raw)
+    if integer:
+        step = max(round(step), 1)
     ticks = [0.0]
     while ticks[-1] < top - 1e-9:
         ticks.append(round(ticks[-1] + step, 10))
@@ -122,14 +127,17 @@ def bar_chart(
     unit: str = "",
     width: int = 480,
     height: int = 260,
+    integer: bool = False,
 ) -> Markup:
-    """Vertical bars, one per category, each with its figure on top and its name underneath."""
+    """Vertical bars, one per category, each with its figure on top and its name underneath.
+
+    `integer`: the values are counts, so the axis shows whole numbers only."""
     label = f"{title}: " + ", ".join(f"{b.label} {b.text or fmt(b.value, unit)}" for b in bars)
     if not bars:
         return empty_chart(title, "No data", testid=testid, width=width, height=height)
     left, right, top, bottom = 48, 12, 28, 40
     plot_w, plot_h = width - left - right, height - top - bottom
-    ticks = nice_ticks(max(b.value for b in bars))
+    ticks = nice_ticks(max(b.value for b in bars), integer=integer)
     scale = plot_h / ticks[-1]
     parts = [_open(width, height, label, testid, "chart-bars")]
     for tick in ticks:
@@ -219,8 +227,11 @@ def stacked_bars(
     unit: str = "",
     width: int = 640,
     height: int = 280,
+    integer: bool = False,
 ) -> Markup:
-    """One bar per category made of each series' share (e.g. OK, KO and NO_DECISION parts per period)."""
+    """One bar per category made of each series' share (e.g. OK, KO and NO_DECISION parts per period).
+
+    `integer`: the values are counts, so the axis shows whole numbers only."""
     totals = [sum(s.values[i] or 0 for s in series) for i in range(len(categories))]
     label = f"{title}: " + ", ".join(f"{c} {fmt(t, unit)}" for c, t in zip(categories, totals, strict=True))
     if not categories or not any(totals):
@@ -229,7 +240,7 @@ def stacked_bars(
         )
     left, right, top, bottom = 48, 12, 36, 32
     plot_w, plot_h = width - left - right, height - top - bottom
-    ticks = nice_ticks(max(totals))
+    ticks = nice_ticks(max(totals), integer=integer)
     scale = plot_h / ticks[-1]
     parts = [_open(width, height, label, testid, "chart-stacked"), _legend(series, left, 18)]
     for tick in ticks:

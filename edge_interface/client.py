@@ -113,6 +113,7 @@ class _ErrorBody(BaseModel):
 
 
 _STATIONS = TypeAdapter(list[StationSummary])
+EVENTS_PATH = "/api/v1/events"
 
 
 def _field_error(raw: Mapping[str, Any]) -> FieldError:
@@ -162,9 +163,11 @@ class OrchestratorClient:
 
     # --- reads ---------------------------------------------------------------------------------
 
-    async def readiness(self, timeout_s: float | None = None) -> Readiness:
-        """The orchestrator's own health; its 503 (not ready) is an answer here, not a failure."""
-        response = await self._send("GET", "/health/ready", ok=(200, 503), timeout_s=timeout_s)
+    async def readiness(self, timeout_s: float | None = None, *, quiet: bool = False) -> Readiness:
+        """The orchestrator's own health; its 503 (not ready) is an answer here, not a failure.
+
+        `quiet`: an unreachable orchestrator is not logged here (the health monitor logs its changes)."""
+        response = await self._send("GET", "/health/ready", ok=(200, 503), timeout_s=timeout_s, quiet=quiet)
         return self._parse(Readiness, response)
 
     async def inspection(self, item_id: str) -> Inspection:
@@ -186,9 +189,10 @@ class OrchestratorClient:
             cache_control=response.headers.get("cache-control"),
         )
 
-    async def stats(self, since: datetime, until: datetime) -> Stats:
+    async def stats(self, since: datetime, until: datetime, *, quiet: bool = False) -> Stats:
+        """`quiet`: the KPI page asks for many windows at once and logs one line if they fail."""
         params = {"since": since.isoformat(), "until": until.isoformat()}
-        return self._parse(Stats, await self._send("GET", "/api/v1/stats", params=params))
+        return self._parse(Stats, await self._send("GET", "/api/v1/stats", params=params, quiet=quiet))
 
     async def system(self) -> SystemInfo:
         return self._parse(SystemInfo, await self._send("GET", "/api/v1/system"))
@@ -244,24 +248,29 @@ class OrchestratorClient:
 
     @contextlib.asynccontextmanager
     async def events(self, last_event_id: str | None) -> AsyncIterator[httpx.Response]:
-        """The orchestrator's SSE stream, open; it pings every 15 s, so a longer silence means it is gone."""
+        """The orchestrator's SSE stream, open; it pings every 15 s, so a longer silence means it is gone.
+
+        Failures are not logged here: the relay reconnects with backoff and logs when the stream is lost and
+        when it is back, not once per attempt."""
         headers = await self._key.headers()
         headers["Accept"] = "text/event-stream"
         if last_event_id:
             headers["Last-Event-ID"] = last_event_id
         timeout = httpx.Timeout(45.0, connect=self._timeout.connect)
         try:
-            async with self._client.stream(
-                "GET", "/api/v1/events", headers=headers, timeout=timeout
-            ) as response:
+            async with self._client.stream("GET", EVENTS_PATH, headers=headers, timeout=timeout) as response:
                 if response.status_code != 200:
                     await response.aread()
                     raise self._error(response)
                 yield response
         except httpx.TimeoutException as exc:
-            raise self._down("events", exc, slow=False) from exc
+            raise self._down(EVENTS_PATH, exc, slow=False, quiet=True) from exc
         except httpx.TransportError as exc:
-            raise self._down("events", exc) from exc
+            raise self._down(EVENTS_PATH, exc, quiet=True) from exc
+
+    def url(self, path: str) -> str:
+        """The orchestrator's address for `path`, as logs show it (always one slash between the two)."""
+        return f"{self.base_url}/{path.lstrip('/')}"
 
     # --- plumbing ------------------------------------------------------------------------------
 
@@ -273,6 +282,7 @@ class OrchestratorClient:
         ok: tuple[int, ...] = (200, 201, 202, 204),
         timeout_s: float | None = None,
         headers: Mapping[str, str] | None = None,
+        quiet: bool = False,
         **kwargs: Any,
     ) -> httpx.Response:
         all_headers = {**(await self._key.headers()), **(headers or {})}
@@ -285,17 +295,25 @@ class OrchestratorClient:
             )
         except httpx.TimeoutException as exc:
             # A refused connection is "down"; one that connected and then stalled is "slow".
-            raise self._down(path, exc, slow=not isinstance(exc, httpx.ConnectTimeout)) from exc
+            raise self._down(path, exc, slow=not isinstance(exc, httpx.ConnectTimeout), quiet=quiet) from exc
         except httpx.TransportError as exc:
-            raise self._down(path, exc) from exc
+            raise self._down(path, exc, quiet=quiet) from exc
         if response.status_code not in ok:
             raise self._error(response)
         return response
 
-    def _down(self, path: str, exc: Exception, *, slow: bool = False) -> OrchestratorDown:
+    def _down(
+        self, path: str, exc: Exception, *, slow: bool = False, quiet: bool = False
+    ) -> OrchestratorDown:
         self._metrics.orchestrator_errors.labels(code="timeout" if slow else "unreachable").inc()
-        log.warning("orchestrator %s%s: %s", self.base_url, path, type(exc).__name__)
-        return OrchestratorDown(SLOW_SENTENCE) if slow else OrchestratorDown()
+        log.log(
+            logging.DEBUG if quiet else logging.WARNING,
+            "orchestrator %s: %s",
+            self.url(path),
+            type(exc).__name__,
+        )
+        reason = type(exc).__name__
+        return OrchestratorDown(SLOW_SENTENCE, reason=reason) if slow else OrchestratorDown(reason=reason)
 
     def _error(self, response: httpx.Response) -> OrchestratorError:
         try:

@@ -27,6 +27,9 @@ class Runtime:
     health: HealthMonitor
     metrics: InterfaceMetrics
     renderer: Renderer
+    # Set when the server starts to stop: every open event stream then ends cleanly at once, instead of
+    # holding the shutdown until it is cancelled.
+    stopping: asyncio.Event
 
 
 async def get_runtime(request: Request) -> Runtime:

@@ -39,9 +39,9 @@ DOWN_SENTENCE = (
     "The orchestrator is not answering: parts are not being inspected. "
     "Check that the edge_orchestrator service is running."
 )
-# On a page, under the banner that already says the above: what it means for this page.
-PAGE_DOWN_SENTENCE = "This page cannot show its data while the orchestrator is not answering."
 SLOW_SENTENCE = "The orchestrator is taking too long to answer: it may be overloaded. Try again in a moment."
+# In a page's body, under the banner that already says the orchestrator is down: what this page cannot show.
+UNAVAILABLE = "unavailable while the orchestrator is unreachable"
 
 
 def sentence_for(code: str | None, status: int) -> str:
@@ -64,9 +64,10 @@ class FieldError:
 class OrchestratorDown(Exception):  # noqa: N818 - the name says what the operator is told: it is down
     """The orchestrator could not be reached (refused, reset, timed out)."""
 
-    def __init__(self, sentence: str = DOWN_SENTENCE) -> None:
+    def __init__(self, sentence: str = DOWN_SENTENCE, *, reason: str = "") -> None:
         super().__init__(sentence)
         self.sentence = sentence
+        self.reason = reason  # what failed underneath (ConnectError, ReadTimeout...): for the logs only
         self.status = 503
         self.code = "orchestrator_unreachable"
         self.errors: list[FieldError] = []
@@ -100,9 +101,28 @@ Failure = OrchestratorDown | OrchestratorError | RequestRefused
 
 
 def page_sentences(failure: Failure | None) -> list[str]:
-    """What a page says under its title about a failure to load it (the banner covers the line's state)."""
-    if failure is None:
+    """What a page says in its error box about a failure to load it.
+
+    Nothing when the orchestrator cannot be reached: the banner already says so, and the page's body says
+    in place what it cannot show (see `unavailable`), so no sentence is shown twice."""
+    if failure is None or isinstance(failure, OrchestratorDown):
         return []
-    if isinstance(failure, OrchestratorDown) and failure.sentence == DOWN_SENTENCE:
-        return [PAGE_DOWN_SENTENCE]
     return [failure.sentence]
+
+
+def unavailable(failure: Failure | None) -> bool:
+    """The page's data could not be had because the orchestrator is unreachable (or too slow)."""
+    return isinstance(failure, OrchestratorDown)
+
+
+def action_sentence(what_failed: str, failure: Failure) -> str:
+    """An action's failure, beside the action: what did not happen, and why in a few words when the banner
+    already says the orchestrator is down (rather than repeating its sentence)."""
+    if isinstance(failure, OrchestratorDown):
+        why = (
+            "the orchestrator took too long to answer, check before trying again"
+            if failure.sentence == SLOW_SENTENCE
+            else "the orchestrator is not answering"
+        )
+        return f"{what_failed}: {why}."
+    return f"{what_failed}. {failure.sentence}"

@@ -3,14 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
 from edge_interface.client import OrchestratorClient, Readiness
 from edge_interface.errors import OrchestratorDown, OrchestratorError
 
+log = logging.getLogger(__name__)
+
 OK = "ok"
+MODEL_SERVER_DOWN = "The model server is not answering: parts cannot be judged and are decided NO_DECISION."
+MODEL_SERVER_NOT_READY = "The model server is not ready: parts cannot be judged and are decided NO_DECISION."
+MODEL_SERVER_UNKNOWN = "Unknown while the orchestrator is not answering."
+Level = Literal["ok", "degraded", "down"]
+# The ring beside the line's name: its colour, and the words that say the same for those who cannot see it.
+LEVEL_WORDS: dict[str, str] = {
+    "ok": "Line health: all well",
+    "degraded": "Line health: degraded, see the problems listed",
+    "down": "Line health: the orchestrator is not answering",
+}
 
 
 class Health(BaseModel):
@@ -25,14 +39,32 @@ class Health(BaseModel):
     def ok(self) -> bool:
         return not self.problems
 
+    @property
+    def level(self) -> Level:
+        """down: the orchestrator is not answering; degraded: it answers, but something is wrong; ok."""
+        if self.orchestrator != OK:
+            return "down"
+        return "degraded" if self.problems else "ok"
+
+    @property
+    def model_server_state(self) -> str:
+        """The model server's state in two words, agreeing with its sentence (for a badge)."""
+        return {
+            OK: "ready",
+            MODEL_SERVER_DOWN: "not answering",
+            MODEL_SERVER_NOT_READY: "not ready",
+            MODEL_SERVER_UNKNOWN: "unknown",
+        }.get(self.model_server, "not ready")
+
 
 def health_from(readiness: Readiness) -> Health:
     problems: list[str] = []
     model_server = OK
     if readiness.model_server != "ready":
         # The orchestrator's detail names exceptions and statuses: maintenance reads it in its log.
-        state = "not answering" if "unreachable" in readiness.model_server else "not ready"
-        model_server = f"The model server is {state}: parts cannot be judged and are decided NO_DECISION."
+        model_server = (
+            MODEL_SERVER_DOWN if "unreachable" in readiness.model_server else MODEL_SERVER_NOT_READY
+        )
         problems.append(model_server)
     if readiness.station is None:
         problems.append("No station is active: nothing is inspected. Choose one on the Station page.")
@@ -47,8 +79,7 @@ def health_from(readiness: Readiness) -> Health:
 
 
 def health_down(sentence: str) -> Health:
-    unknown = "Unknown while the orchestrator is not answering."
-    return Health(orchestrator=sentence, model_server=unknown, problems=[sentence])
+    return Health(orchestrator=sentence, model_server=MODEL_SERVER_UNKNOWN, problems=[sentence])
 
 
 class HealthMonitor:
@@ -65,6 +96,8 @@ class HealthMonitor:
         self._latest: Health | None = None
         self._at = 0.0
         self._pending: asyncio.Task[Health] | None = None
+        self._logged_down = False
+        self._reason = ""
 
     async def current(self) -> Health:
         if self._latest is not None and time.monotonic() - self._at < self._max_age_s:
@@ -90,18 +123,36 @@ class HealthMonitor:
         return self._latest
 
     async def _check(self) -> Health:
+        # Quiet: with screens open this runs every second or two; changes are logged once, in _done.
         try:
-            readiness = await self._client.readiness(timeout_s=self._timeout_s)
+            readiness = await self._client.readiness(timeout_s=self._timeout_s, quiet=True)
         except OrchestratorDown as exc:
+            self._reason = exc.reason or "no answer"
             return health_down(exc.sentence)
         except OrchestratorError as exc:
+            self._reason = f"{exc.status} {exc.code}"
             return health_down(exc.sentence)
         return health_from(readiness)
 
     def _done(self, task: asyncio.Task[Health]) -> None:
         self._pending = None
         if not task.cancelled() and task.exception() is None:
-            self._latest, self._at = task.result(), time.monotonic()
+            health = task.result()
+            self._log_change(health)
+            self._latest, self._at = health, time.monotonic()
+
+    def _log_change(self, health: Health) -> None:
+        """One line when the orchestrator stops answering, one when it is back: not one per check."""
+        down = health.orchestrator != OK
+        if down and not self._logged_down:
+            log.warning(
+                "orchestrator %s unreachable (%s): every page shows it as down until it answers again",
+                self._client.url("/health/ready"),
+                self._reason,
+            )
+        elif not down and self._logged_down:
+            log.info("orchestrator %s answers again", self._client.base_url)
+        self._logged_down = down
 
     async def close(self) -> None:
         if self._pending is not None:

@@ -103,11 +103,16 @@ def build(window: Window, stats: Stats, buckets: list[tuple[datetime, Stats]]) -
             decision_bars, title="Yield (OK among decided parts)", center=yield_text, draw_center=False
         ),
         counts=charts.bar_chart(
-            decision_bars, title="Parts per decision", testid="kpi-counts", width=400, height=200
+            decision_bars,
+            title="Parts per decision",
+            testid="kpi-counts",
+            width=400,
+            height=200,
+            integer=True,
         ),
         reject_by_defect=charts.horizontal_bars(
             rejects,
-            title="Reject rate by defect kind",
+            title="Rejects by label (share of decided parts)",
             testid="kpi-reject-by-defect",
             width=400,
             empty="No rejects in this window",
@@ -118,6 +123,7 @@ def build(window: Window, stats: Stats, buckets: list[tuple[datetime, Stats]]) -
             title=f"Parts inspected per {window.bucket_label}",
             testid="kpi-throughput",
             height=210,
+            integer=True,
         ),
         latency=charts.line_chart(
             times,
@@ -130,22 +136,35 @@ def build(window: Window, stats: Stats, buckets: list[tuple[datetime, Stats]]) -
     )
 
 
-async def load(client: OrchestratorClient, window: Window, now: datetime | None = None) -> Kpis:
-    """One call for the window and one per sub-window, all at once: the page costs one round trip."""
-    until = now or utcnow()
-    since = until - window.span
+def _edges(window: Window, since: datetime, until: datetime) -> list[datetime]:
+    """Sub-windows on round times (04:30, 05:00, ...) covering the window; the first and last are clipped
+    to it, so they add up to the headline figures. Labels then read like a clock."""
     step = window.span / window.buckets
-    # Sub-windows on round times (04:30, 05:00, ...) covering the window; the first and last are clipped
-    # to it, so they add up to the headline figures. Labels then read like a clock.
     start = _ceil(since, step)
     if start > since:
         start -= step
     edges = [start]
     while edges[-1] < until:
         edges.append(edges[-1] + step)
+    return edges
+
+
+def calls(window: Window) -> int:
+    """How many statistics calls the page makes for this window (one for it, one per sub-window)."""
+    until = utcnow()
+    return len(_edges(window, until - window.span, until))
+
+
+async def load(client: OrchestratorClient, window: Window, now: datetime | None = None) -> Kpis:
+    """One call for the window and one per sub-window, all at once: the page costs one round trip.
+
+    The calls are quiet: if the orchestrator stops answering, the page logs it once, not once per call."""
+    until = now or utcnow()
+    since = until - window.span
+    edges = _edges(window, since, until)
     whole, *parts = await gather_all(
-        client.stats(since, until),
-        *(client.stats(max(a, since), min(b, until)) for a, b in itertools.pairwise(edges)),
+        client.stats(since, until, quiet=True),
+        *(client.stats(max(a, since), min(b, until), quiet=True) for a, b in itertools.pairwise(edges)),
     )
     return build(window, whole, list(zip(edges, parts, strict=False)))
 

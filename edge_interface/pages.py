@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
@@ -16,11 +17,20 @@ from edge_interface import charts, kpis
 from edge_interface.charts import Bar
 from edge_interface.client import ActiveStation, SystemInfo
 from edge_interface.deps import RuntimeDep, SameOrigin, with_health
-from edge_interface.errors import Failure, OrchestratorDown, OrchestratorError, page_sentences
+from edge_interface.errors import (
+    Failure,
+    OrchestratorDown,
+    OrchestratorError,
+    action_sentence,
+    page_sentences,
+    unavailable,
+)
+from edge_interface.health import OK, Health
 from edge_interface.live import is_item_id
 from edge_orchestrator.domain import Decision, Inspection
 from edge_orchestrator.storage import InspectionPage
 
+log = logging.getLogger(__name__)
 router = APIRouter()
 OPERATOR_COOKIE = "operator"
 
@@ -55,6 +65,7 @@ async def live_page(runtime: RuntimeDep) -> HTMLResponse:
         nav="live",
         title="Live",
         errors=page_sentences(failure),
+        unavailable=unavailable(failure),
     )
 
 
@@ -64,7 +75,27 @@ async def live_page(runtime: RuntimeDep) -> HTMLResponse:
 @router.get("/kpis", response_class=HTMLResponse)
 async def kpis_page(runtime: RuntimeDep, window: str = "shift") -> HTMLResponse:
     chosen = kpis.WINDOWS.get(window, kpis.WINDOWS["shift"])
-    health, data, failure = await with_health(runtime, kpis.load(runtime.client, chosen))
+    # The page asks for one window per chart bar (17 calls for a shift): first ask the shared health check
+    # (at most one request a second, however many pages) whether the orchestrator answers at all.
+    health: Health = await runtime.health.current()
+    data: kpis.Kpis | None = None
+    failure: Failure | None = None
+    if health.orchestrator != OK:
+        failure = OrchestratorDown(health.orchestrator)
+        log.warning(
+            "KPIs not loaded: the orchestrator %s is not answering (%d statistics calls skipped)",
+            runtime.client.base_url,
+            kpis.calls(chosen),
+        )
+    else:
+        health, data, failure = await with_health(runtime, kpis.load(runtime.client, chosen))
+        if isinstance(failure, OrchestratorDown):
+            # The calls are quiet (one warning per call would be one per chart bar): say it once.
+            log.warning(
+                "KPIs not loaded: the orchestrator %s stopped answering (%s)",
+                runtime.client.base_url,
+                failure.reason or "no answer",
+            )
     return runtime.renderer.page(
         "kpis.html",
         {"kpis": data, "window": chosen, "windows": kpis.WINDOWS.values()},
@@ -73,6 +104,7 @@ async def kpis_page(runtime: RuntimeDep, window: str = "shift") -> HTMLResponse:
         title=f"KPIs · {chosen.label}",
         errors=page_sentences(failure),
         status=_status(failure),
+        unavailable=unavailable(failure),
     )
 
 
@@ -155,6 +187,7 @@ async def history_page(
         title="History",
         errors=problems + page_sentences(failure),
         status=400 if problems else _status(failure),
+        unavailable=unavailable(failure),
     )
 
 
@@ -207,6 +240,7 @@ async def _item_response(
         title=f"Item {item.part_id or item.item_id[:8]}" if item else "Item",
         errors=page_sentences(failure),
         status=_status(failure) if failure else status,
+        unavailable=unavailable(failure),
     )
 
 
@@ -237,9 +271,12 @@ async def post_verdict(
     try:
         await runtime.client.verdict(item_id, decision, reason.strip() or None, operator.strip() or None)
     except (OrchestratorError, OrchestratorDown) as exc:
-        return await _item_response(
-            runtime, item_id, form_errors=[exc.sentence], form=form, status=exc.status
+        sentence = (
+            action_sentence("The verdict was not saved", exc)
+            if isinstance(exc, OrchestratorDown)
+            else exc.sentence
         )
+        return await _item_response(runtime, item_id, form_errors=[sentence], form=form, status=exc.status)
     response = RedirectResponse(f"/items/{item_id}", status_code=303)
     if operator.strip():
         # Remembered for the next verdict on this screen: one less thing to type at the line.
@@ -264,6 +301,7 @@ async def system_page(runtime: RuntimeDep) -> HTMLResponse:
         title="System",
         errors=page_sentences(failure),
         status=_status(failure),
+        unavailable=unavailable(failure),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
@@ -10,10 +11,12 @@ from typing import Any
 
 import jinja2
 from fastapi.responses import HTMLResponse
+from markupsafe import Markup, escape
 
 from edge_interface import __version__
 from edge_interface.charts import fmt
-from edge_interface.health import Health
+from edge_interface.errors import UNAVAILABLE
+from edge_interface.health import LEVEL_WORDS, Health
 from edge_interface.settings import InterfaceSettings
 
 PACKAGE = Path(__file__).parent
@@ -26,12 +29,23 @@ DECISION_WORDS = {
     "KO": "Part rejected",
     "NO_DECISION": "Not decided: a person must check this part",
 }
+# Under the machine's decision when an operator overrode it: the tile's colour stays the machine's.
+MACHINE_WORDS = {
+    "OK": "Accepted by the machine",
+    "KO": "Rejected by the machine",
+    "NO_DECISION": "Not decided by the machine",
+}
 NAV = (("live", "/", "Live"), ("kpis", "/kpis", "KPIs"), ("history", "/history", "History"))
 NAV_ADMIN = (("station", "/station", "Station"), ("system", "/system", "System"))
 
 
 def decision_class(decision: object) -> str:
     return DECISION_CLASS.get(str(decision), "decision-none")
+
+
+def decision_words(decision: object, overridden: object = False) -> str:
+    words = MACHINE_WORDS if overridden else DECISION_WORDS
+    return words.get(str(decision), "Waiting for the decision")
 
 
 def local(value: datetime | None, pattern: str = "%Y-%m-%d %H:%M:%S") -> str:
@@ -73,6 +87,41 @@ def percent(ratio: float | None) -> str:
     return "—" if ratio is None else f"{ratio * 100:.1f} %"
 
 
+_BACKTICKS = re.compile(r"`([^`\n]+)`")
+_SPACES = re.compile(r"(\s+)")
+# Where a long value (a path, a URL) may break: after these characters, never inside a word.
+_BREAK_AFTER = re.compile(r"(?<=[/\\?&=_.:])")
+SHORT_TOKEN = 24  # values up to this long never wrap (no "duck-" / "detector" split at the hyphen)
+
+
+def inline_code(text: object) -> Markup:
+    """A schema description with its `backticked` names as <code>: escaped first, then converted, so the
+    description can never inject markup."""
+    escaped = str(escape(str(text)))
+    return Markup(_BACKTICKS.sub(r"<code>\1</code>", escaped))
+
+
+def config_value(value: object) -> Markup:
+    """A configuration value that breaks sensibly: short words never wrap, long ones (paths, URLs) only
+    after a separator such as "/"."""
+
+    def unbroken(piece: str) -> str:
+        # A piece longer than a column may be (a hash, a long name) can still break anywhere, as a last resort.
+        return (
+            f'<span class="nobr">{escape(piece)}</span>' if len(piece) <= SHORT_TOKEN else str(escape(piece))
+        )
+
+    parts: list[str] = []
+    for token in _SPACES.split(str(value)):
+        if not token or token.isspace():
+            parts.append(str(escape(token)))
+        elif len(token) <= SHORT_TOKEN:
+            parts.append(unbroken(token))
+        else:
+            parts.append("<wbr>".join(unbroken(piece) for piece in _BREAK_AFTER.split(token) if piece))
+    return Markup("".join(parts))
+
+
 def _fingerprint(directory: Path) -> str:
     digest = hashlib.sha256()
     for path in sorted(directory.glob("*")):
@@ -97,7 +146,7 @@ class Renderer:
         )
         self.env.filters.update(
             decision_class=decision_class,
-            decision_words=lambda d: DECISION_WORDS.get(str(d), "Waiting for the decision"),
+            decision_words=decision_words,
             when=local,
             clock=clock,
             size=size,
@@ -105,6 +154,8 @@ class Renderer:
             ms=milliseconds,
             percent=percent,
             number=fmt,
+            inline_code=inline_code,
+            config_value=config_value,
         )
         self.env.globals.update(
             static=lambda name: f"/static/{name}?v={self.static_version}",
@@ -112,6 +163,7 @@ class Renderer:
             line_title=settings.title,
             nav_pages=NAV,
             nav_admin=NAV_ADMIN,
+            unavailable_words=UNAVAILABLE,
         )
         for name in self.env.list_templates(extensions=["html"]):
             self.env.get_template(
@@ -128,14 +180,21 @@ class Renderer:
         title: str,
         status: int = 200,
         errors: list[str] | None = None,
+        unavailable: bool = False,
     ) -> HTMLResponse:
-        """A whole page: the layout with the banner from `health`, and `errors` as sentences under the title."""
+        """A whole page: the layout with the banner from `health`, and `errors` as sentences under the title.
+
+        `unavailable`: the page's data could not be had because the orchestrator is unreachable; the banner
+        says so, and the page's body says in place what it cannot show."""
         html = self.env.get_template(name).render(
             **context,
             problems=health.problems,
             line_down=health.orchestrator != "ok",
+            health_level=health.level,
+            health_words=LEVEL_WORDS[health.level],
             nav=nav,
             page_title=title,
             errors=errors or [],
+            unavailable=unavailable,
         )
         return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})

@@ -11,7 +11,15 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from edge_interface.client import ActiveStation, StationSummary
 from edge_interface.deps import Runtime, RuntimeDep, SameOrigin, with_health
-from edge_interface.errors import Failure, FieldError, OrchestratorDown, OrchestratorError, page_sentences
+from edge_interface.errors import (
+    Failure,
+    FieldError,
+    OrchestratorDown,
+    OrchestratorError,
+    action_sentence,
+    page_sentences,
+    unavailable,
+)
 from edge_interface.station_view import CardView, station_view
 
 router = APIRouter()
@@ -63,6 +71,7 @@ async def _station_page(
         title="Station",
         errors=page_sentences(failure),
         status=failure.status if failure else status,
+        unavailable=unavailable(failure),
     )
 
 
@@ -90,7 +99,7 @@ async def activate(
     try:
         await runtime.client.activate(station_id)
     except (OrchestratorError, OrchestratorDown) as exc:
-        return await _failed(runtime, exc, f"Station {station_id} was not activated. ")
+        return await _failed(runtime, exc, f"Station {station_id} was not activated")
     finally:
         runtime.health.invalidate()  # the cameras (and whether any station runs) just changed
     return RedirectResponse(f"/station?switched={station_id}", status_code=303)
@@ -113,16 +122,18 @@ async def _confirm_page(runtime: Runtime, station_id: str) -> HTMLResponse:
         title="Switch station?",
         errors=page_sentences(failure),
         status=failure.status if failure else 200,
+        unavailable=unavailable(failure),
     )
 
 
-async def _failed(runtime: Runtime, failure: Failure, prefix: str, **page: Any) -> HTMLResponse:
+async def _failed(runtime: Runtime, failure: Failure, what_failed: str, **page: Any) -> HTMLResponse:
+    """The station page again, with what did not happen and why (not the banner's sentence once more)."""
+    if isinstance(failure, OrchestratorError) and failure.code == "invalid_station":
+        sentence = failure.sentence  # already says that nothing was installed, and points at the list
+    else:
+        sentence = action_sentence(what_failed, failure)
     return await _station_page(
-        runtime,
-        errors=failure.errors,
-        error_sentence=prefix + failure.sentence,
-        status=failure.status,
-        **page,
+        runtime, errors=failure.errors, error_sentence=sentence, status=failure.status, **page
     )
 
 
@@ -158,7 +169,7 @@ async def upload(
     try:
         await runtime.client.install_station(station_id, content)
     except (OrchestratorError, OrchestratorDown) as exc:
-        return await _failed(runtime, exc, "", upload=form)
+        return await _failed(runtime, exc, f"Station {station_id} was not installed", upload=form)
     finally:
         runtime.health.invalidate()  # replacing the active station re-opens its cameras
     return RedirectResponse(f"/station?installed={station_id}", status_code=303)

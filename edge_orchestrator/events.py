@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections import deque
 from collections.abc import AsyncIterator
 from typing import Literal
@@ -35,7 +36,9 @@ class EventBus:
     """
 
     def __init__(self, history: int = 256, queue_size: int = 512) -> None:
-        self._ids = itertools.count(1)
+        # Ids start at the current time in ms, so they keep increasing across restarts and a client resuming
+        # with Last-Event-ID after a restart never mistakes new events for ones it has seen.
+        self._ids = itertools.count(int(time.time() * 1000))
         self._history: deque[Event] = deque(maxlen=history)
         self._subscribers: set[asyncio.Queue[Event | None]] = set()
         self._queue_size = queue_size

@@ -13,6 +13,20 @@
     KO: "Part rejected",
     NO_DECISION: "Not decided: a person must check this part",
   };
+  // Under the machine's decision once an operator overrode it (the tile keeps the machine's colour).
+  const MACHINE_WORDS = {
+    OK: "Accepted by the machine",
+    KO: "Rejected by the machine",
+    NO_DECISION: "Not decided by the machine",
+  };
+  const WAITING = "Waiting for the first part";
+  const UNREACHABLE = "No data: the device is unreachable";
+  const LEVEL_WORDS = {
+    ok: "Line health: all well",
+    degraded: "Line health: degraded, see the problems listed",
+    down: "Line health: the orchestrator is not answering",
+    lost: "Line health: unknown, the dashboard lost its connection to its server",
+  };
   const ALL_CLASSES = ["decision-ok", "decision-ko", "decision-nd", "decision-none"];
   const LOST = "The dashboard lost its connection to its server: reconnecting. Decisions shown may be out of date.";
   const stripSize = Number(root.dataset.stripSize) || 12;
@@ -26,11 +40,23 @@
   const clock = (iso) => (iso ? new Date(iso).toLocaleTimeString([], { hour12: false }) : "—");
 
   // --- the banner ---------------------------------------------------------------------------
-  let serverProblems = [];
-  let serverDown = false;
-  let streamLost = false;
   const banner = byTestId("banner");
+  // As the server drew the page; then as the health events say.
+  let serverProblems = [...banner.querySelectorAll("li")].map((li) => li.textContent);
+  let serverDown = document.body.classList.contains("line-down");
+  let streamLost = false;
+  function drawMark() {
+    const mark = $("[data-health-mark]");
+    if (!mark) return;
+    const level = streamLost ? "lost" : serverDown ? "down" : serverProblems.length ? "degraded" : "ok";
+    mark.classList.remove("level-ok", "level-degraded", "level-down");
+    mark.classList.add(`level-${level === "lost" ? "down" : level}`);
+    mark.setAttribute("aria-label", LEVEL_WORDS[level]);
+    mark.title = LEVEL_WORDS[level];
+  }
+
   function drawBanner() {
+    drawMark();
     const problems = streamLost ? [LOST] : serverProblems;
     const list = $(".banner-list", banner);
     list.replaceChildren(
@@ -44,11 +70,17 @@
     document.body.classList.toggle("line-down", streamLost || serverDown);
   }
 
+  // The page was drawn while the orchestrator was down: station, cameras and strip are unknown until it answers.
+  let unknownLine = Boolean($("[data-strip-note]"));
+
   function showHealth(health) {
     serverProblems = Array.isArray(health.problems) ? health.problems : [];
+    const wasDown = serverDown;
     serverDown = health.orchestrator !== "ok";
     streamLost = false;
     drawBanner();
+    if (!serverDown && (wasDown || unknownLine)) lineIsBack();
+    if (serverDown && !shownItem) $("[data-live-words]").textContent = UNREACHABLE;
     const cameras = health.cameras || {};
     for (const panel of document.querySelectorAll("[data-camera]")) {
       const state = cameras[panel.dataset.camera];
@@ -57,9 +89,23 @@
     }
   }
 
+  function lineIsBack() {
+    // What could not be known while it was down: the station and its cameras (the strip fills as parts come).
+    if (unknownLine) {
+      unknownLine = false;
+      $("[data-strip-note]")?.remove();
+    }
+    if (!shownItem) $("[data-live-words]").textContent = WAITING;
+    onStation();
+  }
+
   // --- the latest item ----------------------------------------------------------------------
-  let shownSeq = -1; // the event sequence of the item on screen: late answers never replace a newer one
-  let shownItem = null;
+  // The order events arrived in on this page (not the orchestrator's ids, which restart with it): the item on
+  // screen is the latest to arrive, and a late answer for an older one never replaces it.
+  let received = 0;
+  let shownSeq = -1;
+  // The item the server drew, if any (its link), until an event brings a newer one.
+  let shownItem = byTestId("live-item-link").getAttribute("href")?.split("/").pop() || null;
   let pendingTrigger = null; // the item this screen triggered, until its decision is shown
 
   function showSummary(data, seq) {
@@ -82,6 +128,20 @@
     return true;
   }
 
+  function showNoStation() {
+    let empty = $("[data-empty-cameras]");
+    if (!empty) {
+      empty = document.createElement("p");
+      empty.className = "empty-cameras";
+      empty.dataset.emptyCameras = "";
+      $("[data-cameras]").append(empty);
+    }
+    const link = document.createElement("a");
+    link.href = "/station";
+    link.textContent = "Station";
+    empty.replaceChildren("No station is active: choose one on the ", link, " page.");
+  }
+
   function listItem(text) {
     const li = document.createElement("li");
     li.textContent = text;
@@ -101,7 +161,7 @@
     $("img", panel).alt = `Camera ${cameraId}: the latest part, with what the model found drawn on it`;
     $(".camera-reason", panel).dataset.testid = `live-camera-reason-${cameraId}`;
     $("[data-cameras]").append(panel);
-    $(".empty-cameras")?.remove();
+    $("[data-empty-cameras]")?.remove();
     return panel;
   }
 
@@ -132,12 +192,24 @@
     }
   }
 
-  function overriddenMark(verdict) {
-    const mark = document.createElement("span");
-    mark.className = "overridden";
-    mark.textContent = `\u270E overridden to ${verdict}`;
-    mark.title = "An operator overrode the machine's decision";
-    return mark;
+  function verdictBand(verdict, machine) {
+    // "Operator: OK — machine said KO", inside the tile: the operator's word is the one that counts.
+    const band = document.createElement("p");
+    band.className = "tile-verdict";
+    const operator = document.createElement("span");
+    operator.className = "tile-verdict-operator";
+    const chip = document.createElement("span");
+    chip.className = `chip ${DECISION_CLASS[verdict] || "decision-none"}`;
+    chip.textContent = verdict;
+    operator.append("Operator: ", chip);
+    const machineSaid = document.createElement("span");
+    machineSaid.className = "tile-verdict-machine";
+    const dash = document.createElement("span");
+    dash.className = "visually-hidden";
+    dash.textContent = "\u2014 ";
+    machineSaid.append(dash, `machine said ${machine}`);
+    band.append(operator, " ", machineSaid);
+    return band;
   }
 
   // --- the strip ----------------------------------------------------------------------------
@@ -151,10 +223,12 @@
     a.dataset.itemId = data.item_id;
     a.dataset.decision = decision;
     a.dataset.overridden = overridden ? "true" : "false";
+    const time = clock(data.decided_at || new Date().toISOString());
+    a.title = `${decision} · ${data.part_id || "no part id"} · ${time}`;
     const parts = [
       ["strip-decision", decision.replace("_", " ")], // NO DECISION may wrap in a narrow tile
       ["strip-part", data.part_id || "no part id"],
-      ["strip-time", clock(data.decided_at || new Date().toISOString())],
+      ["strip-time", time],
     ];
     if (overridden) parts.push(["strip-overridden", "\u270E overridden"]);
     for (const [cls, text] of parts) {
@@ -187,14 +261,16 @@
       }
     }
     if (itemId === shownItem) {
-      $("[data-live-overridden]").replaceChildren(...(overrides ? [overriddenMark(verdict)] : []));
+      const machine = byTestId("live-decision").textContent.trim();
+      $("[data-live-overridden]").replaceChildren(...(overrides ? [verdictBand(verdict, machine)] : []));
+      $("[data-live-words]").textContent = (overrides ? MACHINE_WORDS : DECISION_WORDS)[machine] || "";
     }
   }
 
   // --- events -------------------------------------------------------------------------------
   async function onDecided(event) {
     const payload = JSON.parse(event.data).data;
-    const seq = Number(event.lastEventId) || shownSeq + 1;
+    const seq = ++received;
     addToStrip(payload);
     if (!showSummary(payload, seq)) return;
     if (payload.item_id === pendingTrigger) setStatus("");
@@ -222,6 +298,7 @@
         if (!station.cameras.includes(panel.dataset.camera)) panel.remove();
       }
       for (const cameraId of station.cameras) cameraPanel(cameraId);
+      if (!station.cameras.length) showNoStation();
     } catch (error) {
       // Shown by the next health event.
     }
@@ -273,6 +350,7 @@
       const body = await response.json().catch(() => ({}));
       if (response.status === 202) {
         pendingTrigger = body.item_id;
+        byTestId("trigger-part-id").value = ""; // the next part has its own id: never reuse this one by mistake
         if (pendingTrigger !== shownItem) setStatus(partId ? `Inspecting part ${partId}…` : "Inspecting…");
       } else {
         setStatus(body.error || "The trigger was not accepted.", true);

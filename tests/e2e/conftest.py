@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,6 +35,7 @@ from tests.conftest import (
     run_orchestrator,
     serve,
     service,
+    wait_http,
 )
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -126,6 +129,37 @@ def run_interface(orchestrator_url: str, **env: str) -> Iterator[tuple[str, subp
         ["edge_interface", "--port", str(port)], f"{base}/health/live", settings, timeout=30
     ) as proc:
         yield base, proc
+
+
+@contextmanager
+def run_interface_logged(
+    orchestrator_url: str, log: Path, **env: str
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Like run_interface, with the process's output kept in `log` (for tests of what it logs); the test
+    stops it itself (SIGTERM), this only cleans up after a failure."""
+    port = free_port()
+    settings = {
+        "EDGE_INTERFACE_ORCHESTRATOR_URL": orchestrator_url,
+        "EDGE_API_KEY": ORCHESTRATOR_KEY,
+        "EDGE_INTERFACE_LOG_LEVEL": "warning",
+        **env,
+    }
+    base = f"http://127.0.0.1:{port}"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edge_interface", "--port", str(port)],
+            cwd=REPO,
+            env={**os.environ, **settings},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_http(f"{base}/health/live", proc, timeout=30)
+            yield base, proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
 
 
 @dataclass

@@ -51,6 +51,18 @@ def test_history_filters_by_decision_and_by_part_id(line: Line, ui: Ui) -> None:
     ko = [item["item_id"] for item in line.items(decision="KO")]
     assert ko, "the duck line produced no KO item to filter on"
     page = ui.open(line.interface, "/history")
+    # (each row's time and part line up with its decision chip)
+    offsets = page.get_by_test_id("history-row").first.evaluate(
+        """row => {
+            const middle = (r) => (r.top + r.bottom) / 2;
+            const text = document.createRange();
+            text.selectNodeContents(row.cells[1]);
+            const chip = middle(row.cells[2].firstElementChild.getBoundingClientRect());
+            return [middle(row.cells[0].querySelector('a').getBoundingClientRect()) - chip,
+                    middle(text.getBoundingClientRect()) - chip];
+        }"""
+    )
+    assert all(abs(o) <= 3 for o in offsets), f"time and part are {offsets} px off the chip's middle"
     shot(page, "history")
     # When the operator filters on KO
     filters = page.get_by_test_id("history-filters")
@@ -164,6 +176,10 @@ def test_an_operator_overrides_a_verdict_and_it_is_marked_everywhere(line: Line,
     expect(verdict).to_contain_text("OK")
     expect(verdict).to_contain_text("beak intact, glare on the lens")
     expect(page.get_by_test_id("overridden-badge")).to_be_visible()
+    # And the big decision tile says whose word counts: the operator's, beside the machine's
+    tile = page.get_by_test_id("item-decision").locator("xpath=..")
+    expect(tile).to_contain_text(re.compile(r"Operator:\s*OK\s*(—\s*)?machine said KO"))
+    expect(page.get_by_test_id("item-decision")).to_have_text("KO")
     stored = line.api(f"/api/v1/inspections/{ko['item_id']}")
     assert stored["verdict"]["decision"] == "OK", stored["verdict"]
     assert stored["decision"] == "KO", "the machine's decision must be kept beside the verdict"

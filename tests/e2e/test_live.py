@@ -94,6 +94,8 @@ def trigger_from_page(page: Page, part_id: str | None = None, *, keyboard: bool 
     response = info.value
     assert response.status == 202, f"the trigger answered {response.status}: {response.text()}"
     body: dict[str, Any] = response.json()
+    # The next part has its own id: the field is emptied once the trigger is accepted.
+    expect(page.get_by_test_id("trigger-part-id")).to_have_value("")
     return str(body["item_id"])
 
 
@@ -161,10 +163,22 @@ def test_the_live_page_renders_within_the_budget_and_shows_the_latest_item(line:
     expected = [item["item_id"] for item in line.items()][: len(strip_ids)]
     assert strip_ids == expected, "the strip is not the latest items, newest first"
     assert timing["load"] <= 2_000, f"the live page took {timing['load']:.0f} ms to load: {timing}"
-    # And it fits the 1366x768 line screen: decision and trigger above the fold, no sideways scrolling
+    # And it fits the 1366x768 line screen: decision and trigger above the fold, no scrolling either way
     expect(page.get_by_test_id("live-decision")).to_be_in_viewport()
     expect(page.get_by_test_id("trigger-button")).to_be_in_viewport()
     assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+    height = page.evaluate("[document.documentElement.scrollHeight, document.documentElement.clientHeight]")
+    assert height[0] <= height[1], f"the live page is {height[0]} px tall on the {height[1]} px line screen"
+    # And the strip's tiles keep one fixed width however few they are (two parts are not two long bands)
+    widths = page.get_by_test_id("strip-item").evaluate_all(
+        "items => items.map(i => i.getBoundingClientRect().width)"
+    )
+    assert len({round(w) for w in widths}) == 1 and max(widths) <= 160, f"strip tiles are {widths} px wide"
+    # And there is no blank band under the part id field: the trigger's box ends with the field
+    band = page.get_by_test_id("trigger-part-id").evaluate(
+        "el => el.closest('form').getBoundingClientRect().bottom - el.getBoundingClientRect().bottom"
+    )
+    assert band <= 16, f"{band:.0f} px of blank under the part id field"
     font_px = float(
         page.get_by_test_id("live-decision").evaluate("el => parseFloat(getComputedStyle(el).fontSize)")
     )

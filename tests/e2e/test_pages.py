@@ -47,6 +47,22 @@ def test_the_kpi_page_shows_the_yield_and_charts(line: Line, ui: Ui) -> None:
         shapes = svg.locator("rect, path, line, polyline, polygon, circle").count()
         assert shapes >= 2, f"{chart} draws nothing ({shapes} shapes)"
     assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
+    # And the count axes read in whole parts (no 2.5 parts)
+    for chart in ("kpi-counts", "kpi-throughput"):
+        figures = [
+            t
+            for t in page.get_by_test_id(chart).locator("text").all_text_contents()
+            if re.fullmatch(r"[\d.,]+", t)
+        ]
+        assert figures and all(re.fullmatch(r"[\d,]+", t) for t in figures), f"{chart} axis: {figures}"
+    # And the rejects are per label, saying where labels come from (the classifier's "ko" is one)
+    expect(page.get_by_test_id("kpi-reject-by-defect")).to_have_attribute(
+        "aria-label", re.compile("^Rejects by label")
+    )
+    assert re.search(
+        r"Rejects by label\s+Labels come from the models of the cameras that said KO",
+        page.locator("body").inner_text(),
+    )
     assert_readable(page)
     shot(page, "kpis")
     # When the window is switched to the last hour

@@ -67,6 +67,13 @@ def test_the_active_station_configuration_is_readable(line: Line, ui: Ui) -> Non
         expect(config).to_contain_text(text)
     camera_description = schema["$defs"]["CameraConfig"]["properties"]["capture_timeout_s"]["description"]
     expect(config).to_contain_text(camera_description)
+    # And the descriptions' `names` read as code, never as raw backticks
+    assert "`" not in config.inner_text(), "a schema description shows raw backticks"
+    expect(config.locator("code", has_text=re.compile(r"^type$"))).not_to_have_count(0)
+    # And short values stay whole (no "duck-" / "detector" split at the hyphen)
+    for value in ("duck-detector", "duck-classifier", "duck-line"):
+        lines = config.get_by_text(value, exact=True).first.evaluate("el => el.getClientRects().length")
+        assert lines == 1, f"{value!r} wraps over {lines} lines"
     assert_readable(page)
     shot(page, "station")
 
@@ -80,6 +87,12 @@ def test_switching_station_asks_for_confirmation_then_new_items_carry_it(line: L
     confirm = page.get_by_test_id("station-confirm")
     expect(confirm).to_be_visible()
     assert line.api("/api/v1/stations/active")["station_id"] == "duck-line"
+    # And it names both stations by id as well as by name (the two have the same name here)
+    names = {s["id"]: s["name"] for s in line.api("/api/v1/stations")}
+    assert names["duck-line"] == names["duck-line-b"], names
+    body = page.locator("body").inner_text()
+    assert re.search(rf"Runs now\s+duck-line\s+{re.escape(names['duck-line'])}", body), body
+    assert re.search(rf"After the switch\s+duck-line-b\s+{re.escape(names['duck-line-b'])}", body), body
     assert_readable(page)
     shot(page, "station-confirm")
     # When the engineer confirms

@@ -55,14 +55,17 @@ def test_events_fan_out_resume_and_drop_a_stalled_subscriber() -> None:
                 if event.type == "item.decided":
                     return
 
-        for i in range(6):
-            bus.publish("item.accepted", {"n": i})
-        # resume after id 4: ids 5 and 6 come from history, then the live one
-        listener = asyncio.create_task(listen(4))
+        ids = [bus.publish("item.accepted", {"n": i}).id for i in range(6)]
+        assert ids == sorted(ids) and len(set(ids)) == 6
+        # resume after the fourth: the fifth and sixth come from history, then the live one
+        listener = asyncio.create_task(listen(ids[3]))
         await asyncio.sleep(0)
-        bus.publish("item.decided", {"n": 6})
+        live = bus.publish("item.decided", {"n": 6}).id
         await listener
-        assert [e.id for e in got] == [5, 6, 7]
+        assert [e.id for e in got] == [ids[4], ids[5], live]
+        # a restarted orchestrator (seconds later; ids advance slower than the clock's ms) continues above
+        await asyncio.sleep(0.05)
+        assert EventBus().publish("item.accepted", {}).id > live
 
         # a subscriber that never reads is told it overflowed and dropped, never buffered without bound
         stalled = bus.subscribe()

@@ -2,28 +2,35 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
 import pytest
 
-from edge_interface import charts
+from edge_interface import charts, live
 from edge_interface.charts import Bar, Series
 from edge_interface.client import ApiKeySource, OrchestratorClient, Readiness
+from edge_interface.deps import Runtime
 from edge_interface.errors import (
     DOWN_SENTENCE,
-    PAGE_DOWN_SENTENCE,
     SENTENCES,
+    SLOW_SENTENCE,
     OrchestratorDown,
     OrchestratorError,
+    action_sentence,
     page_sentences,
     sentence_for,
+    unavailable,
 )
-from edge_interface.health import health_down, health_from
+from edge_interface.health import MODEL_SERVER_UNKNOWN, Health, HealthMonitor, health_down, health_from
 from edge_interface.metrics import InterfaceMetrics
+from edge_interface.rendering import Renderer, config_value, inline_code
+from edge_interface.settings import InterfaceSettings
 from edge_interface.station_view import humanize, station_view
 
 
@@ -122,6 +129,21 @@ def test_ticks_are_round_and_cover_the_top_value() -> None:
     assert charts.nice_ticks(0.3)[-1] >= 0.3
 
 
+@pytest.mark.parametrize("top", [0, 1, 2, 3, 7, 9, 12, 22, 37, 101, 0.3])
+def test_count_axes_have_whole_ticks_only(top: float) -> None:
+    ticks = charts.nice_ticks(top, integer=True)
+
+    assert all(float(t).is_integer() for t in ticks), ticks
+    assert ticks[0] == 0 and ticks[-1] >= top and len(ticks) >= 2
+
+
+def test_the_parts_per_decision_axis_reads_in_whole_parts() -> None:
+    svg = str(charts.bar_chart([Bar("OK", 9), Bar("KO", 3)], title="Parts", integer=True))
+
+    axis = re.findall(r'text-anchor="end" font-size="13" fill="#475569" font-weight="normal">([^<]+)<', svg)
+    assert axis and all(label.isdigit() for label in axis), axis
+
+
 def test_figures_drop_needless_decimals() -> None:
     assert charts.fmt(21.0) == "21"
     assert charts.fmt(15.511) == "15.5"
@@ -145,10 +167,25 @@ def test_unknown_codes_get_a_generic_sentence_by_status() -> None:
     assert "could not complete" in sentence_for(None, 502)
 
 
-def test_a_page_says_what_a_down_orchestrator_means_for_it() -> None:
-    assert page_sentences(OrchestratorDown()) == [PAGE_DOWN_SENTENCE]
+def test_a_down_orchestrator_is_said_once_by_the_banner_and_the_page_says_what_is_unavailable() -> None:
+    # The banner says the orchestrator is down: no error box repeats it, the page's body says what it lacks.
+    assert page_sentences(OrchestratorDown()) == []
+    assert page_sentences(OrchestratorDown(SLOW_SENTENCE)) == []
+    assert unavailable(OrchestratorDown()) and unavailable(OrchestratorDown(SLOW_SENTENCE))
+    # An orchestrator that answers with an error is not "unavailable": its sentence goes in the error box.
     assert page_sentences(OrchestratorError(404, "item_not_found")) == [SENTENCES["item_not_found"]]
-    assert page_sentences(None) == []
+    assert not unavailable(OrchestratorError(404, "item_not_found"))
+    assert page_sentences(None) == [] and not unavailable(None)
+
+
+def test_a_failed_action_says_what_did_not_happen_without_repeating_the_banner() -> None:
+    down = action_sentence("The part was not inspected", OrchestratorDown())
+    slow = action_sentence("The part was not inspected", OrchestratorDown(SLOW_SENTENCE))
+    refused = action_sentence("Station x was not activated", OrchestratorError(409, "station_active"))
+
+    assert down == "The part was not inspected: the orchestrator is not answering."
+    assert DOWN_SENTENCE not in down and SLOW_SENTENCE not in slow and "too long" in slow
+    assert refused == f"Station x was not activated. {SENTENCES['station_active']}"
 
 
 # --- the orchestrator client: failures become our errors ----------------------------------------------
@@ -232,6 +269,27 @@ async def test_an_unreachable_orchestrator_is_down_and_counted() -> None:
 
 
 @pytest.mark.anyio
+async def test_the_log_names_the_orchestrator_url_with_its_slash(caplog: pytest.LogCaptureFixture) -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    client = _client(refuse)
+
+    with caplog.at_level(logging.DEBUG, logger="edge_interface.client"):
+        with pytest.raises(OrchestratorDown):
+            await client.system()
+        with pytest.raises(OrchestratorDown):
+            async with client.events(None):
+                pass
+
+    messages = [r.getMessage() for r in caplog.records]
+    assert "orchestrator http://orchestrator.test/api/v1/system: ConnectError" in messages
+    assert "orchestrator http://orchestrator.test/api/v1/events: ConnectError" in messages
+    # The relay logs the stream's loss itself (once), so each failed attempt is only a debug line.
+    assert [r.levelno for r in caplog.records if "events" in r.getMessage()] == [logging.DEBUG]
+
+
+@pytest.mark.anyio
 async def test_an_answer_that_does_not_parse_is_an_error_not_a_crash() -> None:
     client = _client(lambda request: httpx.Response(200, json={"unexpected": True}))
 
@@ -284,7 +342,45 @@ def test_health_without_a_station_or_orchestrator() -> None:
     assert down.problems == [DOWN_SENTENCE] and not down.ok
 
 
+def test_the_health_level_and_the_model_server_badge_agree_with_the_sentences() -> None:
+    ok = health_from(Readiness(ready=True, station="s", model_server="ready"))
+    unreachable = health_from(Readiness(ready=False, station="s", model_server="model server unreachable"))
+    not_ready = health_from(Readiness(ready=False, station="s", model_server="loading"))
+    down = health_down(DOWN_SENTENCE)
+
+    assert (ok.level, ok.model_server_state) == ("ok", "ready")
+    assert (unreachable.level, unreachable.model_server_state) == ("degraded", "not answering")
+    assert "not answering" in unreachable.model_server
+    assert (not_ready.level, not_ready.model_server_state) == ("degraded", "not ready")
+    assert "not ready" in not_ready.model_server
+    # While the orchestrator is down nothing is known of the model server: the badge must not say "not ready".
+    assert (down.level, down.model_server, down.model_server_state) == (
+        "down",
+        MODEL_SERVER_UNKNOWN,
+        "unknown",
+    )
+
+
 # --- the station's configuration as cards ------------------------------------------------------------
+
+
+def test_backticks_in_descriptions_become_code_after_escaping() -> None:
+    html = str(inline_code("Where frames come from; `type` selects <b>the</b> kind, `a<b>` too."))
+
+    assert html == (
+        "Where frames come from; <code>type</code> selects &lt;b&gt;the&lt;/b&gt; kind,"
+        " <code>a&lt;b&gt;</code> too."
+    )
+    assert str(inline_code("no code here")) == "no code here"
+    assert str(inline_code("`unclosed")) == "`unclosed"
+
+
+def test_config_values_never_wrap_short_words_and_break_long_ones_after_separators() -> None:
+    assert str(config_value("duck-detector")) == '<span class="nobr">duck-detector</span>'
+    path = str(config_value("/work/main/demo/duck-line/top"))
+    assert path.count("<wbr>") == 5 and '<span class="nobr">duck-line/</span>' in path
+    assert re.sub(r"<[^>]+>", "", path) == "/work/main/demo/duck-line/top"  # the text itself is unchanged
+    assert str(config_value("<script>")) == '<span class="nobr">&lt;script&gt;</span>'
 
 
 def test_field_names_read_as_labels_with_their_unit() -> None:
@@ -356,3 +452,136 @@ def test_a_station_renders_as_cards_described_by_its_schema() -> None:
     assert values["Password"] == "hidden"
     assert next(f for f in camera.fields if f.label == "Timeout").value == "2\u2009s"
     assert "hunter2" not in json.dumps([str(f) for f in source.card.fields])
+
+
+# --- the event relay -----------------------------------------------------------------------------------
+
+
+class _Browser:
+    """Stands for the browser's side of the request: never disconnects by itself."""
+
+    async def is_disconnected(self) -> bool:
+        return False
+
+
+def _sse(*events: tuple[int, str]) -> bytes:
+    return b"".join(
+        f'id: {n}\nevent: {kind}\ndata: {{"id": {n}}}\n\n: ping\n\n'.encode() for n, kind in events
+    )
+
+
+def _relay_runtime(handler: Handler) -> Runtime:
+    settings = InterfaceSettings(health_interval_s=0.2)
+    metrics = InterfaceMetrics()
+    client = OrchestratorClient(
+        "http://orchestrator.test",
+        ApiKeySource("k" * 20, None),
+        metrics,
+        transport=httpx.MockTransport(handler),
+    )
+    health = HealthMonitor(client, max_age_s=0.05)
+    return Runtime(settings, client, health, metrics, Renderer(settings), asyncio.Event())
+
+
+async def _read(stream: AsyncIterator[bytes], until: Callable[[list[str]], bool]) -> list[str]:
+    """SSE blocks from the relay (events, health) until `until` is satisfied; fails after 5 s."""
+    blocks: list[str] = []
+    async with asyncio.timeout(5):
+        async for chunk in stream:
+            blocks.append(chunk.decode())
+            if until(blocks):
+                return blocks
+    return blocks
+
+
+def _healths(blocks: list[str]) -> list[Health]:
+    return [
+        Health.model_validate_json(b.split("data: ", 1)[1])
+        for b in blocks
+        if b.startswith("event: interface.health")
+    ]
+
+
+@pytest.mark.anyio
+async def test_the_relay_survives_the_orchestrator_going_away_and_resumes_after_the_last_event(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(live, "BACKOFF_FIRST_S", 0.05)
+    monkeypatch.setattr(live, "RESUME_S", 0.05)
+    up = True
+    resumed_after: list[str | None] = []
+    refused = 0
+
+    def orchestrator(request: httpx.Request) -> httpx.Response:
+        nonlocal refused
+        if not up:
+            refused += request.url.path == "/api/v1/events"
+            raise httpx.ConnectError("connection refused", request=request)
+        if request.url.path == "/health/ready":
+            return httpx.Response(200, json={"ready": True, "station": "s", "model_server": "ready"})
+        resumed_after.append(request.headers.get("last-event-id"))
+        if len(resumed_after) == 1:
+            return httpx.Response(200, content=_sse((5, "item.decided"), (6, "item.verdict")))
+        return httpx.Response(200, content=_sse((7, "item.decided")))
+
+    runtime = _relay_runtime(orchestrator)
+    stream = live._Relay(runtime, "4").run(_Browser(), runtime.stopping)  # type: ignore[arg-type]
+    with caplog.at_level(logging.INFO, logger="edge_interface"):
+        # Given a browser that received events 5 and 6 through the relay
+        blocks = await _read(stream, lambda b: any("id: 6" in x for x in b))
+        assert blocks[0] == "retry: 2000\n\n"
+        assert [x for x in blocks if x.startswith("id:")] == [
+            'id: 5\nevent: item.decided\ndata: {"id": 5}\n\n',
+            'id: 6\nevent: item.verdict\ndata: {"id": 6}\n\n',
+        ]  # whole events, without the orchestrator's pings
+        # When the orchestrator goes away (its stream ended, the next attempts are refused)
+        up = False
+        blocks = await _read(stream, lambda b: refused >= 3 and any(not h.ok for h in _healths(b)))
+        # Then the stream stays open and tells the browser, in a health event, that it is down
+        down = next(h for h in _healths(blocks) if not h.ok)
+        assert down.orchestrator == DOWN_SENTENCE and down.problems == [DOWN_SENTENCE]
+        # When it answers again
+        up = True
+        blocks = await _read(stream, lambda b: any("id: 7" in x for x in b))
+        blocks = await _read(stream, lambda b: bool(_healths(b)))
+    # Then the relay reconnected on its own, resuming after the last event it relayed, and the line is well
+    # (this mock ends every stream at once, so the relay keeps resuming: always after the last relayed event)
+    assert resumed_after[:2] == ["4", "6"] and set(resumed_after[2:]) <= {"7"}
+    assert _healths(blocks)[-1].ok
+    # And the log says it once when lost, once when back: not once per refused attempt
+    lost = [r for r in caplog.records if "lost" in r.getMessage()]
+    back = [r for r in caplog.records if "is back" in r.getMessage()]
+    assert len(lost) == 1 and lost[0].levelno == logging.WARNING
+    assert "http://orchestrator.test/api/v1/events lost (ConnectError)" in lost[0].getMessage()
+    assert len(back) == 1 and "resuming after event 6" in back[0].getMessage()
+    # When the server stops, the stream ends cleanly (no exception, no cancellation)
+    runtime.stopping.set()
+    assert await _read(stream, lambda b: False) == []
+    await runtime.client.close()
+
+
+@pytest.mark.anyio
+async def test_a_refused_stream_is_in_the_health_events_even_when_the_orchestrator_answers() -> None:
+    def orchestrator(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/health/ready":
+            return httpx.Response(200, json={"ready": True, "station": "s", "model_server": "ready"})
+        return httpx.Response(401, json={"detail": "bad key", "code": "unauthorized"})
+
+    runtime = _relay_runtime(orchestrator)
+    stream = live._Relay(runtime, None).run(_Browser(), runtime.stopping)  # type: ignore[arg-type]
+
+    blocks = await _read(stream, lambda b: any(h.problems for h in _healths(b)))
+
+    health = next(h for h in _healths(blocks) if h.problems)
+    assert health.orchestrator == "ok"
+    assert health.problems == [f"Live updates are not available: {SENTENCES['unauthorized']}"]
+    runtime.stopping.set()
+    assert await _read(stream, lambda b: False) == []
+    await runtime.client.close()
+
+
+def test_the_relay_backs_off_then_stays_at_its_ceiling() -> None:
+    waits = [live.backoff_s(n) for n in range(1, 9)]
+
+    assert waits[0] == live.BACKOFF_FIRST_S
+    assert waits == sorted(waits) and waits[-1] == live.BACKOFF_MAX_S
