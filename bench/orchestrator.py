@@ -42,7 +42,7 @@ from typing import Any, Protocol
 import httpx
 import numpy as np
 
-from bench.serving import REPO, Block, block, percentile, rss_mb, start_server
+from bench.serving import REPO, Block, block, checks_table, percentile, rss_mb, start_server
 
 DEMO = REPO / "demo" / "duck-line"
 MODELS_DIR = REPO / "models"
@@ -828,12 +828,7 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {s['items']} | {s['t_s']} | {s['orchestrator_rss_mb']} | {s['model_server_rss_mb']} |"
         )
     lines += [f"\nNote: {note}" for note in results["notes"]]
-    lines += ["", "| target | measured | limit | met |", "| --- | ---: | ---: | :---: |"]
-    for check in results["checks"]:
-        lines.append(
-            f"| {check['name']} | {check['measured']} | {check['limit']} | {'yes' if check['ok'] else 'NO'} |"
-        )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + checks_table(results["checks"])) + "\n"
 
 
 def main() -> None:

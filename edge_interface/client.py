@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
 from edge_interface.errors import SLOW_SENTENCE, FieldError, OrchestratorDown, OrchestratorError
 from edge_interface.metrics import InterfaceMetrics
+from edge_orchestrator import station
 from edge_orchestrator.domain import Inspection
 from edge_orchestrator.storage import DiskUsage, InspectionPage, Stats
 
@@ -62,13 +63,8 @@ class SystemInfo(BaseModel):
     event_subscribers: int
 
 
-class StationSummary(BaseModel):
-    id: str
-    name: str | None = None
-    revision: str | None = None
-    active: bool = False
-    valid: bool
-    errors: list[dict[str, Any]] = Field(default_factory=list)
+class StationSummary(station.StationSummary):
+    """The orchestrator's summary, with its errors as the dashboard shows them."""
 
     @property
     def field_errors(self) -> list[FieldError]:

@@ -132,6 +132,13 @@ def serve(models_dir: Path, **env: str) -> Iterator[tuple[str, subprocess.Popen[
         yield base, proc
 
 
+@pytest.fixture(scope="session")
+def model_server() -> Iterator[str]:
+    """One real model server on the bundled duck models, shared by every test that only reads it."""
+    with serve(REPO / "models") as (base, _):
+        yield base
+
+
 @pytest.fixture(scope="module")
 def served() -> Iterator[str]:
     """One real server process on the (read-only) fixture models for a test module; yields its base URL."""

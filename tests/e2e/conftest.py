@@ -33,7 +33,6 @@ from tests.conftest import (
     free_port,
     install_station,
     run_orchestrator,
-    serve,
     service,
     wait_http,
 )
@@ -217,13 +216,6 @@ def run_line(tmp: Path, model_server: str, *extra_stations: dict[str, Any], **en
         run_interface(orchestrator, **env) as (interface, _),
     ):
         yield Line(model_server, orchestrator, orchestrator_proc, interface, stations_dir)
-
-
-@pytest.fixture(scope="package")
-def model_server() -> Iterator[str]:
-    """One real model server on the bundled duck models for the whole browser suite."""
-    with serve(REPO / "models") as (base, _):
-        yield base
 
 
 @pytest.fixture(scope="module")

@@ -22,21 +22,13 @@ from edge_orchestrator.storage import InspectionQuery, Store
 from tests.conftest import (
     AUTH,
     DEMO_FRAMES,
-    REPO,
     duck_station,
     free_port,
     install_station,
     run_orchestrator,
-    serve,
 )
 
 TRUTH = [json.loads(line) for line in (DEMO_FRAMES / "truth.jsonl").read_text().splitlines()]
-
-
-@pytest.fixture(scope="module")
-def model_server() -> Iterator[str]:
-    with serve(REPO / "models") as (base, _):
-        yield base
 
 
 @pytest.fixture(scope="module")
