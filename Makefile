@@ -43,7 +43,12 @@ CHROMIUM := /usr/bin/chromium
 $(CHROMIUM):
 	./deployment/install-debian-packages.sh chromium
 
-test: $(VENV)/.installed $(CHROMIUM) ## Set up and run the whole test suite
+# The MQTT tests run a real broker: Debian's mosquitto, started by the tests on loopback.
+MOSQUITTO := /usr/sbin/mosquitto
+$(MOSQUITTO):
+	./deployment/install-debian-packages.sh mosquitto
+
+test: $(VENV)/.installed $(CHROMIUM) $(MOSQUITTO) ## Set up and run the whole test suite
 	$(VENV)/bin/python -m pytest
 
 test-unit: $(VENV)/.installed ## Unit tests only (seconds)

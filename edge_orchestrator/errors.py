@@ -23,6 +23,16 @@ class StationError(OrchestratorError):
         self.errors = errors or []
 
 
+class IntegrationError(OrchestratorError):
+    """An integrations file (PLC, MQTT, webhooks) that cannot be read, does not validate, or cannot start."""
+
+    code = "invalid_integrations"
+
+    def __init__(self, detail: str, errors: list[dict[str, object]] | None = None) -> None:
+        super().__init__(detail)
+        self.errors = errors or []
+
+
 class StationNotFoundError(OrchestratorError):
     code = "station_not_found"
 

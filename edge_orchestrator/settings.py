@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from pydantic import AliasChoices, Field, SecretStr
@@ -51,5 +52,15 @@ class OrchestratorSettings(BaseSettings):
     )
     shutdown_grace_s: float = Field(
         default=10.0, ge=0, description="How long a stop waits for inspections in flight before leaving them."
+    )
+    device_id: str = Field(
+        default_factory=socket.gethostname,
+        min_length=1,
+        max_length=64,
+        description="This device's name in MQTT topics, client ids and published results (default: host name).",
+    )
+    integrations_file: Path | None = Field(
+        default=None,
+        description="How the device is wired into the line: PLC handshakes, MQTT, webhooks, recipes (YAML).",
     )
     log_level: str = Field(default="info", description="debug, info, warning or error.")

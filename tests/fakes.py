@@ -1,4 +1,4 @@
-"""Fakes that implement the orchestrator's protocols (Camera, Predictor) for unit tests: no devices, no HTTP."""
+"""Fakes that implement the orchestrator's protocols (Camera, Predictor, Line) for unit tests: no devices, no HTTP."""
 
 from __future__ import annotations
 
@@ -7,8 +7,19 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from edge_orchestrator.cameras import CameraStatus
-from edge_orchestrator.domain import Detection, Frame, Prediction, utcnow
-from edge_orchestrator.errors import CameraError, ModelError
+from edge_orchestrator.domain import (
+    CameraResult,
+    Decision,
+    Detection,
+    Frame,
+    Inspection,
+    ItemState,
+    Prediction,
+    TriggerRequest,
+    new_item_id,
+    utcnow,
+)
+from edge_orchestrator.errors import CameraError, ModelError, NotReadyError, OrchestratorError
 
 JPEG = b"\xff\xd8\xff\xe0fake-jpeg"
 
@@ -89,3 +100,62 @@ class FakeModels:
         if isinstance(answer, ModelError):
             raise answer
         return answer
+
+
+class FakeLine:
+    """The orchestrator as the PLC handshake sees it (integrations.handshake.Line), without cameras or models.
+
+    Each submitted item waits until the test calls `decide(item_id, decision)` (or `auto` decides it at once);
+    `refuse` makes the next submit raise that error; `switch` changes the station id, or fails with `fail_switch`.
+    """
+
+    def __init__(self, station_id: str | None = "duck-line", auto: Decision | None = None) -> None:
+        self.station_id: str | None = station_id
+        self.auto = auto
+        self.refuse: OrchestratorError | None = None
+        self.fail_switch: OrchestratorError | None = None
+        self.submitted: list[Inspection] = []
+        self.switches: list[str] = []
+        self._decided: dict[str, asyncio.Future[Inspection]] = {}
+
+    async def submit(self, trigger: TriggerRequest, source: str) -> Inspection:
+        if self.refuse is not None:
+            error, self.refuse = self.refuse, None
+            raise error
+        if self.station_id is None:
+            raise NotReadyError("no station is active")
+        item = Inspection(
+            item_id=new_item_id(),
+            station_id=self.station_id,
+            station_revision="r1",
+            state=ItemState.ACCEPTED,
+            source=source,
+            part_id=trigger.part_id,
+            accepted_at=utcnow(),
+        )
+        self.submitted.append(item)
+        self._decided[item.item_id] = asyncio.get_running_loop().create_future()
+        if self.auto is not None:
+            self.decide(item.item_id, self.auto)
+        return item
+
+    def decide(self, item_id: str, decision: Decision, cameras: list[CameraResult] | None = None) -> None:
+        item = next(i for i in self.submitted if i.item_id == item_id)
+        done = item.model_copy(
+            update={
+                "state": ItemState.DONE,
+                "decision": decision,
+                "decided_at": utcnow(),
+                "cameras": cameras or [],
+            }
+        )
+        self._decided[item_id].set_result(done)
+
+    async def decided(self, item_id: str) -> Inspection:
+        return await self._decided[item_id]
+
+    async def switch(self, station_id: str) -> None:
+        if self.fail_switch is not None:
+            raise self.fail_switch
+        self.switches.append(station_id)
+        self.station_id = station_id

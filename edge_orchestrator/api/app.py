@@ -34,6 +34,8 @@ from edge_orchestrator.errors import (
 )
 from edge_orchestrator.events import EventBus
 from edge_orchestrator.inspector import Inspector
+from edge_orchestrator.integrations.config import load_integrations
+from edge_orchestrator.integrations.service import Integrations, OrchestratorLine
 from edge_orchestrator.metrics import OrchestratorMetrics
 from edge_orchestrator.model_client import ModelClient
 from edge_orchestrator.settings import OrchestratorSettings
@@ -153,6 +155,16 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         app.state.runtime = runtime
         await inspector.recover()
         await _activate_initial(runtime)
+        integrations = None
+        if settings.integrations_file is not None:
+            config = await asyncio.to_thread(load_integrations, settings.integrations_file)
+            integrations = Integrations(
+                config,
+                settings.integrations_file.parent,
+                OrchestratorLine(inspector, repository),
+                events,
+            )
+            await integrations.start()
         # Everything built so far lives as long as the process: keep it out of the collector's full passes,
         # which otherwise walked ~90k objects and paused the loop for ~60 ms every minute.
         gc.collect()
@@ -167,6 +179,8 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         finally:
             for task in tasks:
                 task.cancel()
+            if integrations is not None:
+                await integrations.stop()
             await inspector.close(settings.shutdown_grace_s)
             events.close()
             await models.close()

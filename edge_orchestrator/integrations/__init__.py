@@ -1,0 +1,1 @@
+"""How the line talks to the device: PLC handshakes (OPC UA, Modbus TCP), MQTT, webhooks, and their outbox."""

@@ -1,0 +1,89 @@
+"""The integrations file: how this device is wired into the line (PLC handshakes, MQTT, webhooks, recipes).
+
+It belongs to the device, not to a station: a recipe change from the PLC switches stations under it.
+Secrets are named (environment variable or file), never written in it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from edge_orchestrator.errors import IntegrationError
+from edge_orchestrator.integrations.modbus import ModbusSettings
+from edge_orchestrator.integrations.mqtt import MqttSettings
+from edge_orchestrator.integrations.opcua import OpcUaSettings
+from edge_orchestrator.integrations.webhooks import WebhookSettings
+from edge_orchestrator.station import ID_PATTERN, format_errors
+
+MAX_BYTES = 256 * 1024
+RecipeIndex = Annotated[int, Field(ge=1, le=32767)]
+
+
+class IntegrationsConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    recipes: dict[RecipeIndex, Annotated[str, Field(pattern=ID_PATTERN)]] = Field(
+        default_factory=dict,
+        description="RecipeIndex (PLC) or recipe number (MQTT) → installed station id. 0 means none.",
+    )
+    defect_codes: dict[Annotated[str, Field(min_length=1)], Annotated[int, Field(ge=10, le=32767)]] = Field(
+        default_factory=dict,
+        description=(
+            "Model label → DefectCode shown to the PLC for a KO with that label; the first listed label found"
+            " wins. 0 = OK, 1 = KO without a listed label, 2 = NO_DECISION are reserved."
+        ),
+    )
+    heartbeat_s: float = Field(
+        default=1.0, gt=0, le=60, description="How often Heartbeat counts up (the PLC's watchdog)."
+    )
+    opcua: OpcUaSettings | None = Field(default=None, description="The OPC UA server (PLC handshake).")
+    modbus: ModbusSettings | None = Field(default=None, description="The Modbus TCP server (PLC handshake).")
+    mqtt: MqttSettings | None = Field(
+        default=None, description="The MQTT client (results, status, triggers)."
+    )
+    webhooks: list[WebhookSettings] = Field(
+        default_factory=list, description="URLs each decision is POSTed to."
+    )
+
+    @model_validator(mode="after")
+    def _distinct(self) -> IntegrationsConfig:
+        names = [w.name for w in self.webhooks]
+        if duplicated := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"webhook names must be distinct: {', '.join(duplicated)}")
+        codes = list(self.defect_codes.values())
+        if duplicated_codes := sorted({c for c in codes if codes.count(c) > 1}):
+            raise ValueError(f"defect codes must be distinct: {', '.join(map(str, duplicated_codes))}")
+        return self
+
+
+def parse_integrations(text: str | bytes, source: str = "integrations") -> IntegrationsConfig:
+    if len(text) > MAX_BYTES:
+        raise IntegrationError(f"{source}: larger than {MAX_BYTES // 1024} KiB")
+    try:
+        data: Any = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise IntegrationError(f"{source}: not valid YAML{where}") from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise IntegrationError(f"{source}: the file must be a mapping (recipes:, opcua:, mqtt:, ...)")
+    try:
+        return IntegrationsConfig.model_validate(data)
+    except ValidationError as exc:
+        errors = format_errors(exc)
+        detail = "; ".join(f"{e['location'] or '(file)'}: {e['message']}" for e in errors)
+        raise IntegrationError(f"{source}: {detail}", errors) from exc
+
+
+def load_integrations(path: Path) -> IntegrationsConfig:
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise IntegrationError(f"{path}: cannot be read ({exc.strerror})") from exc
+    return parse_integrations(text, str(path))

@@ -1,0 +1,107 @@
+"""Starts and stops what the integrations file asks for, and gives the PLC handshakes the orchestrator."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+from typing import Protocol
+
+from edge_orchestrator.domain import Inspection, TriggerRequest
+from edge_orchestrator.events import EventBus
+from edge_orchestrator.inspector import Inspector
+from edge_orchestrator.integrations.config import IntegrationsConfig
+from edge_orchestrator.integrations.handshake import Handshake
+from edge_orchestrator.station import StationRepository
+
+log = logging.getLogger(__name__)
+
+
+class Link(Protocol):
+    """A running integration (a protocol server or client)."""
+
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class OrchestratorLine:
+    """The orchestrator as a handshake sees it: submit, wait for the decision, switch station."""
+
+    def __init__(self, inspector: Inspector, stations: StationRepository) -> None:
+        self._inspector = inspector
+        self._stations = stations
+
+    @property
+    def station_id(self) -> str | None:
+        station = self._inspector.station
+        return station.id if station is not None else None
+
+    async def submit(self, trigger: TriggerRequest, source: str) -> Inspection:
+        return await self._inspector.submit(trigger, source)
+
+    async def decided(self, item_id: str) -> Inspection:
+        """Every accepted item is decided (fail safe), so this returns unless the device stops."""
+        while True:
+            item = await self._inspector.wait(item_id, 60.0)
+            if item is not None:
+                return item
+
+    async def switch(self, station_id: str) -> None:
+        station = await asyncio.to_thread(self._stations.get, station_id)
+        await self._inspector.activate(station)
+        await asyncio.to_thread(self._stations.set_active_id, station.id)
+
+
+class Integrations:
+    def __init__(
+        self, config: IntegrationsConfig, base_dir: Path, line: OrchestratorLine, events: EventBus
+    ) -> None:
+        self._config = config
+        self._base_dir = base_dir
+        self._line = line
+        self._events = events
+        self._handshakes: list[Handshake] = []
+        self._links: list[Link] = []
+        self._watcher: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        config = self._config
+        for settings, source in ((config.opcua, "opcua"), (config.modbus, "modbus")):
+            if settings is None:
+                continue
+            handshake = Handshake(
+                source,
+                self._line,
+                recipes=config.recipes,
+                defect_codes=config.defect_codes,
+                heartbeat_s=config.heartbeat_s,
+            )
+            link: Link = settings.build(handshake, self._base_dir)
+            await link.start()
+            self._handshakes.append(handshake)
+            self._links.append(link)
+            log.info("%s handshake started", source)
+        self._watcher = asyncio.create_task(self._follow_station(), name="integrations-station")
+
+    async def _follow_station(self) -> None:
+        async for event in self._events.subscribe():
+            if event.type == "station.activated":
+                for handshake in self._handshakes:
+                    await handshake.refresh()
+
+    async def stop(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        for link in reversed(self._links):
+            try:
+                await link.stop()
+            except Exception:
+                log.exception("stopping %s failed", link.name)
+        self._links.clear()
+        self._handshakes.clear()
