@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -214,7 +215,11 @@ class OrchestratorClient:
 
     async def trigger(self, part_id: str | None) -> Inspection:
         body = {"part_id": part_id} if part_id else None
-        return self._parse(Inspection, await self._send("POST", "/api/v1/inspections", json=body))
+        # A press of Trigger is a request to inspect now, even a part inspected before: its own key, so the
+        # orchestrator's part-id idempotency (meant for retried machine triggers) never answers an old item.
+        headers = {"Idempotency-Key": f"dashboard-{uuid.uuid4()}"}
+        response = await self._send("POST", "/api/v1/inspections", json=body, headers=headers)
+        return self._parse(Inspection, response)
 
     async def verdict(
         self, item_id: str, decision: str, reason: str | None, operator: str | None

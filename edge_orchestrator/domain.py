@@ -166,6 +166,10 @@ class Inspection(BaseModel):
     lot: str | None = None
     recipe: str | None = None
     metadata: dict[str, JsonValue] = Field(default_factory=dict)
+    idempotency_key: str | None = Field(
+        default=None,
+        description="The trigger's Idempotency-Key (or its part id): a repeat returns this item.",
+    )
     accepted_at: datetime
     decided_at: datetime | None = None
     decision: Decision | None = Field(default=None, description="None until decided.")

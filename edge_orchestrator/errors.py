@@ -103,6 +103,10 @@ class NotDecidedError(ConflictError):
     code = "not_decided"
 
 
+class IdempotencyConflictError(ConflictError):
+    code = "idempotency_conflict"
+
+
 class ItemStateError(ConflictError):
     code = "invalid_item_state"
 

@@ -12,20 +12,32 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 
 from pydantic import JsonValue
 
 from edge_orchestrator.domain import Decision, Inspection, ItemState, TriggerRequest, new_item_id, utcnow
-from edge_orchestrator.errors import ModelError, NotReadyError, QueueFullError
+from edge_orchestrator.errors import IdempotencyConflictError, ModelError, NotReadyError, QueueFullError
 from edge_orchestrator.events import EventBus
 from edge_orchestrator.metrics import OrchestratorMetrics
 from edge_orchestrator.model_client import ModelDescription, Predictor
+from edge_orchestrator.outbox import Outbox
 from edge_orchestrator.pipeline import ActiveStation, Inspected, inspect
 from edge_orchestrator.station import Station, check_models
 from edge_orchestrator.storage import Store
 
 log = logging.getLogger(__name__)
+
+
+def _same_trigger(item: Inspection, trigger: TriggerRequest, key: str) -> Inspection:
+    first = (item.part_id, item.lot, item.recipe, item.metadata)
+    if first != (trigger.part_id, trigger.lot, trigger.recipe, trigger.metadata):
+        raise IdempotencyConflictError(
+            f"the idempotency key {key[:64]!r} was used by item {item.item_id} for a different trigger"
+            " (part id, lot, recipe or metadata differ); use a new key for a new part"
+        )
+    return item
 
 
 def _summary(item: Inspection) -> dict[str, JsonValue]:
@@ -50,8 +62,13 @@ class Inspector:
         data_dir: Path,
         max_in_flight: int,
         describe: Callable[[str], Awaitable[ModelDescription | None]],
+        outbox: Outbox | None = None,
+        idempotency_window_s: float = 86400.0,
     ) -> None:
         self._describe = describe
+        self._outbox = outbox
+        self._idempotency_window_s = idempotency_window_s
+        self._keys: dict[str, asyncio.Future[Inspection]] = {}
         self._store = store
         self._models = models
         self._events = events
@@ -100,7 +117,34 @@ class Inspector:
     def depth(self) -> int:
         return len(self._in_flight)
 
-    async def submit(self, trigger: TriggerRequest, source: str) -> Inspection:
+    async def submit_once(self, trigger: TriggerRequest, source: str, key: str) -> tuple[Inspection, bool]:
+        """Like submit(), but a repeat of `key` within the idempotency window returns the first item instead
+        of inspecting again: (item, True). A repeat with a different trigger is a conflict, not a replay."""
+        pending = self._keys.get(key)
+        if pending is not None:  # the same key is being accepted right now: share its outcome
+            return _same_trigger(await asyncio.shield(pending), trigger, key), True
+        future: asyncio.Future[Inspection] = asyncio.get_running_loop().create_future()
+        self._keys[key] = future
+        try:
+            since = utcnow() - timedelta(seconds=self._idempotency_window_s)
+            existing = await self._store.find_idempotent(key, since)
+            if existing is not None:
+                future.set_result(existing)
+                return _same_trigger(existing, trigger, key), True
+            item = await self.submit(trigger, source, idempotency_key=key)
+            future.set_result(item)
+            return item, False
+        except BaseException as exc:
+            if not future.done():
+                future.set_exception(exc if isinstance(exc, Exception) else NotReadyError("cancelled"))
+                future.exception()  # retrieved here: sharing requests re-raise it, none is required
+            raise
+        finally:
+            self._keys.pop(key, None)
+
+    async def submit(
+        self, trigger: TriggerRequest, source: str, *, idempotency_key: str | None = None
+    ) -> Inspection:
         """Accept one item durably and start it; refuse (never queue without bound) when full."""
         active = self._active
         if not self._accepting or active is None:
@@ -124,6 +168,7 @@ class Inspector:
             lot=trigger.lot,
             recipe=trigger.recipe,
             metadata=trigger.metadata,
+            idempotency_key=idempotency_key,
             accepted_at=not_before,
         )
         self._in_flight[item.item_id] = None  # hold the slot across the await below
@@ -188,8 +233,13 @@ class Inspector:
     async def _finish(self, inspected: Inspected, active: ActiveStation) -> None:
         item = inspected.item
         start = time.perf_counter()
+        outbox = self._outbox
         try:
-            item = await self._store.complete(item, inspected.images, active.station.storage)
+            item = await self._store.complete(
+                item, inspected.images, active.station.storage, outbox.entries if outbox else None
+            )
+            if outbox is not None:
+                outbox.notify()
         except Exception:
             # The row stays `accepted`: the next start marks it interrupted. Waiters still learn the decision.
             log.exception("storing inspection %s failed", item.item_id)
@@ -251,7 +301,8 @@ class Inspector:
 
     async def recover(self) -> list[Inspection]:
         """Mark the items a previous run accepted but never decided as interrupted (NO_DECISION)."""
-        recovered = await self._store.recover_interrupted()
+        outbox = self._outbox
+        recovered = await self._store.recover_interrupted(outbox.entries if outbox else None)
         for item in recovered:
             self._metrics.interrupted.inc()
             self._events.publish("item.interrupted", _summary(item))

@@ -53,6 +53,11 @@ class OrchestratorSettings(BaseSettings):
     shutdown_grace_s: float = Field(
         default=10.0, ge=0, description="How long a stop waits for inspections in flight before leaving them."
     )
+    idempotency_window_s: float = Field(
+        default=86400.0,
+        ge=0,
+        description="How long a trigger's Idempotency-Key (or part id) returns the same item when repeated.",
+    )
     device_id: str = Field(
         default_factory=socket.gethostname,
         min_length=1,

@@ -18,7 +18,7 @@ from typing import Any, Concatenate, ParamSpec, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from . import retention
+from . import outbox, retention
 from .domain import (
     CameraResult,
     Decision,
@@ -41,6 +41,7 @@ from .errors import (
     NotReadyError,
     StorageError,
 )
+from .outbox import Messages
 from .retention import DiskUsage, RetentionReport, StoragePolicy, transaction
 from .stats import LatencyPercentiles, Stats, compute_stats
 
@@ -112,10 +113,16 @@ _MIGRATIONS = [
     ) WITHOUT ROWID;
     CREATE INDEX images_live ON images (protected, accepted_at, bytes) WHERE pruned = 0;
     """,
+    """
+    ALTER TABLE items ADD COLUMN idempotency_key TEXT;
+    CREATE INDEX items_idempotency ON items (idempotency_key, accepted_at)
+        WHERE idempotency_key IS NOT NULL;
+    """
+    + outbox.SCHEMA,
 ]
 _COLUMNS = (
     "item_id, station_id, state, decision, part_id, accepted_at, decided_at,"
-    " overridden, image_bytes, latency_ms, ko_labels, body"
+    " overridden, image_bytes, latency_ms, ko_labels, idempotency_key, body"
 )
 _VALUES = ", ".join(f":{c.strip()}" for c in _COLUMNS.split(","))
 
@@ -220,9 +227,14 @@ class Store:
         await self._call(self._mark_running, item_id)
 
     async def complete(
-        self, item: Inspection, images: Mapping[str, bytes], policy: StoragePolicy
+        self,
+        item: Inspection,
+        images: Mapping[str, bytes],
+        policy: StoragePolicy,
+        messages: Messages | None = None,
     ) -> Inspection:
-        """Write the images the policy keeps (atomically), then the decided row in one transaction."""
+        """Write the images the policy keeps (atomically), then the decided row and its outbox messages
+        (MQTT, webhooks) in one transaction: a result is never stored without its messages, nor the reverse."""
         _check_id(item.item_id)
         if item.decision is None:
             raise ValueError(f"item {item.item_id} has no decision to store")
@@ -255,16 +267,34 @@ class Store:
                 ],
             }
         )
+        entries = messages(done) if messages is not None else []
         try:
-            await self._call(self._complete, done, written)
+            await self._call(self._complete, done, written, entries)
         except Exception:  # not on cancellation: the job may still commit, and then the files are needed
             await asyncio.to_thread(retention.remove_files, self._data_dir, written.values())
             raise
         return done
 
-    async def recover_interrupted(self) -> list[Inspection]:
-        """After a stop, turn every undecided item into `interrupted` / NO_DECISION; returns them."""
-        return await self._call(self._recover)
+    async def recover_interrupted(self, messages: Messages | None = None) -> list[Inspection]:
+        """After a stop, turn every undecided item into `interrupted` / NO_DECISION (and queue their
+        messages in the same transaction); returns them."""
+        return await self._call(self._recover, messages)
+
+    async def find_idempotent(self, key: str, since: datetime) -> Inspection | None:
+        """The newest item accepted at or after `since` with this idempotency key, if any."""
+        return await self._read(self._find_idempotent, key, since)
+
+    async def write(
+        self, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run `fn(connection)` on the writer thread (for the outbox, which shares this database)."""
+        return await self._call(fn, *args, **kwargs)
+
+    async def read(
+        self, fn: Callable[Concatenate[sqlite3.Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run `fn(read-only connection)` on the reader thread, in one snapshot."""
+        return await self._read(fn, *args, **kwargs)
 
     async def get(self, item_id: str) -> Inspection:
         _check_id(item_id)
@@ -419,7 +449,13 @@ class Store:
         if row is not None and row[0] not in PENDING:
             raise ItemStateError(f"item {item_id} is already {row[0]}")
 
-    def _complete(self, conn: sqlite3.Connection, item: Inspection, written: Mapping[str, str]) -> None:
+    def _complete(
+        self,
+        conn: sqlite3.Connection,
+        item: Inspection,
+        written: Mapping[str, str],
+        entries: list[outbox.Entry],
+    ) -> None:
         row = _row(item)
         updates = ", ".join(f"{c} = excluded.{c}" for c in row if c != "item_id")
         with transaction(conn):
@@ -431,8 +467,9 @@ class Store:
             if not changed:
                 raise ItemStateError(f"item {item.item_id} was decided meanwhile")
             retention.record_images(conn, item, written)
+            outbox.insert(conn, entries)
 
-    def _recover(self, conn: sqlite3.Connection) -> list[Inspection]:
+    def _recover(self, conn: sqlite3.Connection, messages: Messages | None) -> list[Inspection]:
         rows = conn.execute(
             "SELECT body FROM items WHERE state IN ('accepted', 'running') ORDER BY accepted_at"
         ).fetchall()
@@ -459,6 +496,8 @@ class Store:
                 " WHERE item_id = :item_id",
                 [_row(item) for item in recovered],
             )
+            if messages is not None:
+                outbox.insert(conn, [entry for item in recovered for entry in messages(item)])
         if recovered:
             logger.warning(
                 "%d items were interrupted by the last stop and are now NO_DECISION", len(recovered)
@@ -466,6 +505,14 @@ class Store:
         return recovered
 
     # _get, _query, _image_file and compute_stats run on the reader thread (read-only connection).
+
+    def _find_idempotent(self, conn: sqlite3.Connection, key: str, since: datetime) -> Inspection | None:
+        row = conn.execute(
+            "SELECT body FROM items WHERE idempotency_key = ? AND accepted_at >= ?"
+            " ORDER BY accepted_at DESC LIMIT 1",
+            (key, retention.timestamp(since)),
+        ).fetchone()
+        return None if row is None else Inspection.model_validate_json(row[0])
 
     def _get(self, conn: sqlite3.Connection, item_id: str) -> Inspection:
         row = conn.execute("SELECT body FROM items WHERE item_id = ?", (item_id,)).fetchone()
@@ -603,6 +650,7 @@ def _row(item: Inspection) -> dict[str, Any]:
         "image_bytes": sum(c.image.bytes for c in item.cameras if c.image is not None and c.image.stored),
         "latency_ms": latency,
         "ko_labels": ko_labels,
+        "idempotency_key": item.idempotency_key,
         "body": item.model_dump_json(),
     }
     return row

@@ -35,9 +35,10 @@ from edge_orchestrator.errors import (
 from edge_orchestrator.events import EventBus
 from edge_orchestrator.inspector import Inspector
 from edge_orchestrator.integrations.config import load_integrations
-from edge_orchestrator.integrations.service import Integrations, OrchestratorLine
+from edge_orchestrator.integrations.service import Integrations, OrchestratorLine, channels
 from edge_orchestrator.metrics import OrchestratorMetrics
 from edge_orchestrator.model_client import ModelClient
+from edge_orchestrator.outbox import Outbox
 from edge_orchestrator.settings import OrchestratorSettings
 from edge_orchestrator.station import StationRepository
 from edge_orchestrator.storage import Store
@@ -136,8 +137,12 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
             settings.data_dir,
         )
         log.info("API key from %s", api_key.source)
+        config = None
+        if settings.integrations_file is not None:
+            config = await asyncio.to_thread(load_integrations, settings.integrations_file)
         store = Store(settings.data_dir)
         await store.open()
+        outbox = Outbox(store, settings.device_id, channels(config) if config else [])
         models = ModelClient(settings.model_server_url, settings.model_connect_timeout_s)
         events, metrics = EventBus(), OrchestratorMetrics()
         inspector = Inspector(
@@ -149,20 +154,23 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
             data_dir=settings.data_dir,
             max_in_flight=settings.max_in_flight,
             describe=models.describe,
+            outbox=outbox,
+            idempotency_window_s=settings.idempotency_window_s,
         )
         repository = StationRepository(settings.stations_dir, settings.data_dir)
-        runtime = Runtime(settings, api_key, store, models, events, metrics, inspector, repository)
+        runtime = Runtime(settings, api_key, store, models, events, metrics, inspector, repository, outbox)
         app.state.runtime = runtime
         await inspector.recover()
         await _activate_initial(runtime)
         integrations = None
-        if settings.integrations_file is not None:
-            config = await asyncio.to_thread(load_integrations, settings.integrations_file)
+        if config is not None and settings.integrations_file is not None:
             integrations = Integrations(
                 config,
                 settings.integrations_file.parent,
                 OrchestratorLine(inspector, repository),
                 events,
+                outbox,
+                settings.device_id,
             )
             await integrations.start()
         # Everything built so far lives as long as the process: keep it out of the collector's full passes,

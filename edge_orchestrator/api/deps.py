@@ -15,6 +15,7 @@ from edge_orchestrator.events import EventBus
 from edge_orchestrator.inspector import Inspector
 from edge_orchestrator.metrics import OrchestratorMetrics
 from edge_orchestrator.model_client import ModelClient
+from edge_orchestrator.outbox import Outbox
 from edge_orchestrator.settings import OrchestratorSettings
 from edge_orchestrator.station import StationRepository
 from edge_orchestrator.storage import Store
@@ -34,6 +35,7 @@ class Runtime:
     metrics: OrchestratorMetrics
     inspector: Inspector
     stations: StationRepository
+    outbox: Outbox
     started_at: float = field(default_factory=time.time)
 
 

@@ -114,7 +114,7 @@ class Handshake:
 
     async def start(self) -> None:
         self._stopping = False
-        await self._update(ready=self._can_start(), recipe_index=self._active_recipe())
+        await self._update(recipe_index=self._active_recipe())
         if self._heartbeat_s > 0:
             self._beat = asyncio.create_task(self._heartbeat(), name=f"{self._source}-heartbeat")
 
@@ -126,11 +126,11 @@ class Handshake:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._beat = self._waiting = None
-        await self._update(ready=False)
+        await self._update()
 
     async def refresh(self) -> None:
         """The active station changed elsewhere (REST, MQTT): Ready and RecipeIndex follow it."""
-        await self._update(ready=self._can_start(), recipe_index=self._active_recipe())
+        await self._update(recipe_index=self._active_recipe())
 
     # --- what the PLC does -------------------------------------------------------------------------
 
@@ -153,14 +153,14 @@ class Handshake:
         try:
             item = await self._line.submit(TriggerRequest(part_id=part), self._source)
         except QueueFullError:
-            await self._update(busy=False, ready=self._can_start())
+            await self._update(busy=False)
             return await self._refuse(ErrorCode.QUEUE_FULL, "the orchestrator refused the trigger")
         except NotReadyError:
-            await self._update(busy=False, ready=self._can_start())
+            await self._update(busy=False)
             return await self._refuse(ErrorCode.NOT_READY, "the orchestrator is not ready")
         except Exception:
             log.exception("%s: trigger failed", self._source)
-            await self._update(busy=False, ready=self._can_start())
+            await self._update(busy=False)
             return await self._refuse(ErrorCode.INTERNAL, "the trigger failed")
         self._waiting = asyncio.create_task(self._hold_result(item), name=f"{self._source}-{item.item_id}")
 
@@ -174,7 +174,6 @@ class Handshake:
             result_ko=False,
             result_no_decision=False,
             defect_code=DefectCode.NONE,
-            ready=self._can_start(),
         )
 
     async def select_recipe(self, index: int) -> None:
@@ -191,7 +190,7 @@ class Handshake:
                 ErrorCode.RECIPE_WHILE_BUSY, f"recipe {index} requested between results"
             )
         self._switching = True
-        await self._update(ready=False)
+        await self._update()
         try:
             await self._line.switch(station_id)
         except OrchestratorError as exc:
@@ -203,7 +202,7 @@ class Handshake:
             self._switching = False
             return await self._refuse(ErrorCode.RECIPE_FAILED, f"recipe {index} could not be activated")
         self._switching = False
-        await self._update(ready=self._can_start(), recipe_index=self._active_recipe(), error_code=0)
+        await self._update(recipe_index=self._active_recipe(), error_code=0)
 
     # --- inside ------------------------------------------------------------------------------------
 
@@ -220,7 +219,6 @@ class Handshake:
             results=self._signals.results + 1,
             busy=False,
             result_ready=True,
-            ready=False,
         )
 
     def defect_code(self, item: Inspection) -> int:
@@ -259,8 +257,9 @@ class Handshake:
             await self._update(heartbeat=(self._signals.heartbeat + 1) % 2**32)
 
     async def _update(self, **changes: object) -> None:
-        if changes:
-            self._signals = dataclasses.replace(self._signals, **changes)  # type: ignore[arg-type]
+        """Apply the changes; Ready is always derived from the rest, never set directly."""
+        self._signals = dataclasses.replace(self._signals, **changes)  # type: ignore[arg-type]
+        self._signals = dataclasses.replace(self._signals, ready=self._can_start())
         async with self._lock:
             if self._show is not None:
                 await self._show(self._signals)

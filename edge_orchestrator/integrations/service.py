@@ -11,8 +11,10 @@ from typing import Protocol
 from edge_orchestrator.domain import Inspection, TriggerRequest
 from edge_orchestrator.events import EventBus
 from edge_orchestrator.inspector import Inspector
+from edge_orchestrator.integrations import mqtt, webhooks
 from edge_orchestrator.integrations.config import IntegrationsConfig
 from edge_orchestrator.integrations.handshake import Handshake
+from edge_orchestrator.outbox import Outbox
 from edge_orchestrator.station import StationRepository
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,9 @@ class OrchestratorLine:
     async def submit(self, trigger: TriggerRequest, source: str) -> Inspection:
         return await self._inspector.submit(trigger, source)
 
+    async def submit_once(self, trigger: TriggerRequest, source: str, key: str) -> tuple[Inspection, bool]:
+        return await self._inspector.submit_once(trigger, source, key)
+
     async def decided(self, item_id: str) -> Inspection:
         """Every accepted item is decided (fail safe), so this returns unless the device stops."""
         while True:
@@ -56,20 +61,56 @@ class OrchestratorLine:
         await asyncio.to_thread(self._stations.set_active_id, station.id)
 
 
+def channels(config: IntegrationsConfig) -> list[str]:
+    """The outbox channels this configuration delivers to (a decided item gets one message in each)."""
+    return ([mqtt.CHANNEL] if config.mqtt is not None else []) + [w.channel for w in config.webhooks]
+
+
 class Integrations:
     def __init__(
-        self, config: IntegrationsConfig, base_dir: Path, line: OrchestratorLine, events: EventBus
+        self,
+        config: IntegrationsConfig,
+        base_dir: Path,
+        line: OrchestratorLine,
+        events: EventBus,
+        outbox: Outbox,
+        device_id: str,
     ) -> None:
         self._config = config
         self._base_dir = base_dir
         self._line = line
         self._events = events
+        self._outbox = outbox
+        self._device_id = device_id
         self._handshakes: list[Handshake] = []
         self._links: list[Link] = []
         self._watcher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        """Everything the file asks for, or an IntegrationError (and whatever started is stopped again)."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         config = self._config
+        for webhook in config.webhooks:
+            await self._add(webhooks.WebhookLink(webhook, self._base_dir, self._outbox))
+        if config.mqtt is not None:
+            mqtt.check_settings(config.mqtt, self._base_dir)
+            await self._add(
+                mqtt.MqttLink(
+                    config.mqtt,
+                    self._base_dir,
+                    self._outbox,
+                    self._line,
+                    self._events,
+                    self._device_id,
+                    dict(config.recipes),
+                )
+            )
         for settings, source in ((config.opcua, "opcua"), (config.modbus, "modbus")):
             if settings is None:
                 continue
@@ -80,12 +121,14 @@ class Integrations:
                 defect_codes=config.defect_codes,
                 heartbeat_s=config.heartbeat_s,
             )
-            link: Link = settings.build(handshake, self._base_dir)
-            await link.start()
             self._handshakes.append(handshake)
-            self._links.append(link)
-            log.info("%s handshake started", source)
+            await self._add(settings.build(handshake, self._base_dir))
         self._watcher = asyncio.create_task(self._follow_station(), name="integrations-station")
+
+    async def _add(self, link: Link) -> None:
+        await link.start()
+        self._links.append(link)
+        log.info("integration %s started", link.name)
 
     async def _follow_station(self) -> None:
         async for event in self._events.subscribe():

@@ -6,7 +6,7 @@ import asyncio
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, Query, Response
+from fastapi import APIRouter, Body, Header, Query, Response
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
@@ -38,6 +38,7 @@ def _checked(item_id: str) -> str:
     responses={
         200: {"description": "Decided within ?wait=.", "model": Inspection},
         202: {"description": "Accepted; decision pending. Location names the item."},
+        409: {"description": "The Idempotency-Key was used for a different trigger (idempotency_conflict)."},
         429: {"description": "Too many inspections in flight (queue_full)."},
         503: {"description": "No active station (not_ready)."},
     },
@@ -52,10 +53,37 @@ async def trigger(
             gt=0, le=300, description="Seconds to wait for the decision; 200 if decided in time, else 202."
         ),
     ] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=128,
+            pattern=r"^[\x21-\x7e]+$",
+            description=(
+                "Client-chosen key (printable ASCII): a repeat within the idempotency window returns the first"
+                " item (header Idempotent-Replayed: true) instead of inspecting again. Without it, the part id"
+                " is the key."
+            ),
+        ),
+    ] = None,
 ) -> Inspection:
-    """Start an inspection of the part in front of the cameras now."""
-    item = await runtime.inspector.submit(body or TriggerRequest(), source="api")
+    """Start an inspection of the part in front of the cameras now.
+
+    Safe to retry: a repeat with the same Idempotency-Key, or else the same part id, returns the same item.
+    """
+    trigger = body or TriggerRequest()
+    key = idempotency_key or trigger.part_id
+    if key is None:
+        item = await runtime.inspector.submit(trigger, source="api")
+    else:
+        item, replayed = await runtime.inspector.submit_once(trigger, "api", key)
+        if replayed:
+            response.headers["Idempotent-Replayed"] = "true"
     response.headers["Location"] = f"/api/v1/inspections/{item.item_id}"
+    if item.decision is not None and wait is None:
+        response.status_code = 200  # a replay of a decided item: nothing is pending
+        return item
     if wait is not None:
         decided = await runtime.inspector.wait(item.item_id, min(wait, runtime.settings.max_wait_s))
         if decided is not None:
