@@ -32,6 +32,18 @@ class OrchestratorMetrics:
         self.refused = Counter(
             "edge_triggers_refused", "Triggers refused, by reason.", ["reason"], registry=self.registry
         )
+        self.outbox_pending = Gauge(
+            "edge_outbox_pending",
+            "Messages waiting in the outbox, by channel (mqtt, webhook:<name>).",
+            ["channel"],
+            registry=self.registry,
+        )
+        self.outbox_parked = Gauge(
+            "edge_outbox_parked",
+            "Messages a receiver refused for good, kept in the outbox, by channel.",
+            ["channel"],
+            registry=self.registry,
+        )
         self.interrupted = Counter(
             "edge_inspections_interrupted",
             "Accepted items found undecided at start-up.",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -206,3 +207,40 @@ def install_station(stations_dir: Path, station: dict[str, Any]) -> Path:
     path = stations_dir / f"{station['id']}.yaml"
     path.write_text(yaml.safe_dump(station, sort_keys=False))
     return path
+
+
+MOSQUITTO = Path("/usr/sbin/mosquitto")
+
+
+@contextmanager
+def mosquitto(port: int, data_dir: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A real Debian mosquitto on 127.0.0.1:port, persistent in data_dir (so it can be restarted mid-test)."""
+    if not MOSQUITTO.exists():
+        pytest.fail(
+            "mosquitto is not installed: run `make test` (it installs it) or apt-get install mosquitto"
+        )
+    data_dir.mkdir(parents=True, exist_ok=True)
+    config = data_dir / "mosquitto.conf"
+    config.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+        f"persistence_location {data_dir}/\nautosave_interval 1\nlog_type error\n"
+    )
+    proc = subprocess.Popen([str(MOSQUITTO), "-c", str(config)], stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 10
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            break
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            err = proc.stderr.read().decode() if proc.stderr else ""
+            pytest.fail(f"mosquitto did not start on {port}: {err}")
+        time.sleep(0.05)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

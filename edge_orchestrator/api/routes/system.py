@@ -19,6 +19,7 @@ from edge_orchestrator import __version__
 from edge_orchestrator.api.deps import ReadAccess, RuntimeDep
 from edge_orchestrator.domain import utcnow
 from edge_orchestrator.errors import ModelError
+from edge_orchestrator.outbox import ChannelDepth
 from edge_orchestrator.storage import DiskUsage, Stats
 
 router = APIRouter()
@@ -60,6 +61,12 @@ async def ready(runtime: RuntimeDep) -> JSONResponse:
 @router.get("/metrics", tags=["health"], response_class=Response)
 async def metrics(runtime: RuntimeDep) -> Response:
     runtime.metrics.queue_depth.set(runtime.inspector.depth)
+    for name in runtime.outbox.channels:  # an emptied channel has no rows: show it as 0, not as its last value
+        runtime.metrics.outbox_pending.labels(name).set(0)
+        runtime.metrics.outbox_parked.labels(name).set(0)
+    for channel in await runtime.outbox.depth():
+        runtime.metrics.outbox_pending.labels(channel.channel).set(channel.pending)
+        runtime.metrics.outbox_parked.labels(channel.channel).set(channel.parked)
     return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -112,12 +119,17 @@ class SystemInfo(BaseModel):
     disk: DiskUsage
     storage_policy: dict[str, Any] | None
     event_subscribers: int
+    outbox: list[ChannelDepth] = Field(
+        description="Messages waiting for MQTT and each webhook (pending) or refused for good (parked)."
+    )
 
 
 @router.get("/api/v1/system", tags=["system"], dependencies=[ReadAccess])
 async def system(runtime: RuntimeDep) -> SystemInfo:
     """Versions, health, models, disk usage and retention at a glance."""
-    readiness, disk = await asyncio.gather(_readiness(runtime), runtime.store.usage())
+    readiness, disk, outbox = await asyncio.gather(
+        _readiness(runtime), runtime.store.usage(), runtime.outbox.depth()
+    )
     models: list[dict[str, Any]] = []
     with contextlib.suppress(ModelError):
         models = await runtime.models.models()
@@ -135,4 +147,5 @@ async def system(runtime: RuntimeDep) -> SystemInfo:
         disk=disk,
         storage_policy=station.storage.model_dump(mode="json") if station else None,
         event_subscribers=runtime.events.subscribers,
+        outbox=outbox,
     )
