@@ -1,4 +1,5 @@
-"""`python -m edge_orchestrator` runs the orchestrator; `--check-config FILE...` validates station files."""
+"""`python -m edge_orchestrator` runs the orchestrator; `--check-config FILE...` validates station files and
+`--check-integrations FILE` the integrations file (PLC handshakes, MQTT, webhooks, recipes)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from pathlib import Path
 import uvicorn
 
 from edge_orchestrator.api.app import create_app
-from edge_orchestrator.errors import StationError
+from edge_orchestrator.errors import IntegrationError, StationError
+from edge_orchestrator.integrations.config import load_integrations, secrets
 from edge_orchestrator.settings import OrchestratorSettings
 from edge_orchestrator.station import load_station
 
@@ -32,10 +34,35 @@ def check_config(paths: list[Path]) -> int:
     return 1 if failed else 0
 
 
+def check_integrations(path: Path) -> int:
+    """Print every error with its location, and whether each named secret can be read; 1 if any fails."""
+    try:
+        config = load_integrations(path)
+    except IntegrationError as exc:
+        print(f"{path}: INVALID: {exc.detail}")
+        for error in exc.errors:
+            print(f"  {error['location'] or '(file)'}: {error['message']}")
+        return 1
+    parts = [name for name in ("opcua", "modbus", "mqtt") if getattr(config, name) is not None]
+    parts += [f"webhook {w.name}" for w in config.webhooks]
+    print(f"{path}: OK: {', '.join(parts) or 'nothing enabled'}; recipes: {dict(config.recipes) or 'none'}")
+    failed = 0
+    for where, secret in secrets(config):
+        try:
+            secret.read(path.parent)
+        except IntegrationError as exc:
+            failed += 1
+            print(f"  {where}: {exc.detail}")
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m edge_orchestrator", description=__doc__)
     parser.add_argument(
         "--check-config", nargs="+", type=Path, metavar="FILE", help="validate station files and exit"
+    )
+    parser.add_argument(
+        "--check-integrations", type=Path, metavar="FILE", help="validate an integrations file and exit"
     )
     parser.add_argument("--host", help="interface to bind (env EDGE_ORCHESTRATOR_HOST)")
     parser.add_argument("--port", type=int, help="port (env EDGE_ORCHESTRATOR_PORT, default 8000)")
@@ -46,11 +73,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--default-station", help="station to activate on first start")
     parser.add_argument("--model-server-url", help="edge_model_serving base URL")
     args = parser.parse_args(argv)
-    if args.check_config:
-        sys.exit(check_config(args.check_config))
+    if args.check_config or args.check_integrations:
+        status = check_config(args.check_config) if args.check_config else 0
+        if args.check_integrations:
+            status |= check_integrations(args.check_integrations)
+        sys.exit(status)
 
-    overrides = {k: v for k, v in vars(args).items() if v is not None and k != "check_config"}
+    checks = ("check_config", "check_integrations")
+    overrides = {k: v for k, v in vars(args).items() if v is not None and k not in checks}
     settings = OrchestratorSettings(**overrides)
+    if settings.integrations_file is not None and check_integrations(settings.integrations_file) != 0:
+        sys.exit(1)  # said above, with locations: better than a traceback from the lifespan
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -16,6 +16,7 @@ from edge_orchestrator.errors import IntegrationError
 from edge_orchestrator.integrations.modbus import ModbusSettings
 from edge_orchestrator.integrations.mqtt import MqttSettings
 from edge_orchestrator.integrations.opcua import OpcUaSettings
+from edge_orchestrator.integrations.secrets import SecretRef
 from edge_orchestrator.integrations.webhooks import WebhookSettings
 from edge_orchestrator.station import ID_PATTERN, format_errors
 
@@ -87,3 +88,16 @@ def load_integrations(path: Path) -> IntegrationsConfig:
     except OSError as exc:
         raise IntegrationError(f"{path}: cannot be read ({exc.strerror})") from exc
     return parse_integrations(text, str(path))
+
+
+def secrets(config: IntegrationsConfig) -> list[tuple[str, SecretRef]]:
+    """Every secret the file names, with where (so a check can say which one is missing)."""
+    found: list[tuple[str, SecretRef]] = []
+    if config.mqtt is not None and config.mqtt.password is not None:
+        found.append(("mqtt.password", config.mqtt.password))
+    for index, webhook in enumerate(config.webhooks):
+        found.append((f"webhooks.{index}.secret", webhook.secret))
+    if config.opcua is not None:
+        for index, user in enumerate(config.opcua.users):
+            found.append((f"opcua.users.{index}.password", user.password))
+    return found
