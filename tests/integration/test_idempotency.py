@@ -68,7 +68,7 @@ def test_the_same_key_for_a_different_trigger_is_a_conflict(base: str) -> None:
 
 @pytest.mark.parametrize("key", [b"", b"x" * 129, b"with space", "é".encode()])
 def test_a_malformed_key_is_refused(base: str, key: bytes) -> None:
-    headers: dict[str, str | bytes] = {**AUTH, "Idempotency-Key": key}
+    headers = [(name.encode(), value.encode()) for name, value in AUTH.items()] + [(b"Idempotency-Key", key)]
     response = httpx.post(f"{base}{URL}", headers=headers, timeout=10)
     assert response.status_code == 422 and response.json()["code"] == "validation_error"
 

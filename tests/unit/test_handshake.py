@@ -28,14 +28,13 @@ class Plc:
         return self.seen[-1]
 
 
-async def started(line: FakeLine, **kwargs: object) -> tuple[Handshake, Plc]:
+async def started(line: FakeLine) -> tuple[Handshake, Plc]:
     handshake = Handshake(
         "test",
         line,
         recipes={1: "duck-line", 2: "duck-line-b"},
         defect_codes={"missing_eye": 11, "stain": 12},
         heartbeat_s=0,
-        **kwargs,  # type: ignore[arg-type]
     )
     plc = Plc()
     handshake.watch(plc.show)
@@ -172,7 +171,9 @@ async def test_defect_code_from_the_first_listed_label_of_a_ko_camera() -> None:
     handshake, plc = await started(line)
     await handshake.trigger("P1")
     cameras = [
-        CameraResult(camera_id="top", decision=Decision.KO, prediction=detection(("stain", 0.9), ("missing_eye", 0.8))),
+        CameraResult(
+            camera_id="top", decision=Decision.KO, prediction=detection(("stain", 0.9), ("missing_eye", 0.8))
+        ),
         CameraResult(camera_id="side", decision=Decision.OK, prediction=classification("ok", 0.9)),
     ]
     line.decide(line.submitted[0].item_id, Decision.KO, cameras)
