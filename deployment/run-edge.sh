@@ -31,6 +31,33 @@ PYEOF
   return 1
 }
 
+# PLC, MES and SCADA integrations (docs/integration.md): OPC UA :4840, Modbus :5020 and MQTT :1883 on loopback.
+# The OPC UA user's password is generated once into the data directory (mode 0600), never printed.
+mkdir -p "$DATA_DIR"
+if [[ -z "${EDGE_ORCHESTRATOR_INTEGRATIONS_FILE:-}" ]]; then
+  if [[ ! -s "$DATA_DIR/opcua-plc-password" ]]; then
+    (umask 077; "$PY" -c 'import secrets; print(secrets.token_urlsafe(18))' > "$DATA_DIR/opcua-plc-password")
+  fi
+  EDGE_DEMO_OPCUA_PASSWORD=$(cat "$DATA_DIR/opcua-plc-password"); export EDGE_DEMO_OPCUA_PASSWORD
+  integrations=deployment/integrations/demo.yaml
+  mqtt_note="MQTT           127.0.0.1:1883, topics edge/${EDGE_ORCHESTRATOR_DEVICE_ID:-$(hostname)}/#"
+  if ! (exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null; then  # no broker yet: start Debian's, else go without
+    if [[ -x /usr/sbin/mosquitto ]] || ./deployment/install-debian-packages.sh mosquitto >/dev/null 2>&1; then
+      /usr/sbin/mosquitto -p 1883 >"$DATA_DIR/mosquitto.log" 2>&1 & pids+=($!)
+    else
+      integrations="$DATA_DIR/integrations-no-mqtt.yaml"
+      "$PY" - deployment/integrations/demo.yaml "$integrations" <<'PYEOF'
+import sys, yaml
+config = yaml.safe_load(open(sys.argv[1]))
+config.pop("mqtt")
+open(sys.argv[2], "w").write(yaml.safe_dump(config, sort_keys=False))
+PYEOF
+      mqtt_note="MQTT           off (mosquitto is not installed)"
+    fi
+  fi
+  export EDGE_ORCHESTRATOR_INTEGRATIONS_FILE=$integrations
+fi
+
 "$PY" -m edge_model_serving --models-dir "$MODELS_DIR" --port 8501 & pids+=($!)
 wait_ready "model server" http://127.0.0.1:8501/health/ready
 "$PY" -m edge_orchestrator --port 8000 & pids+=($!)
@@ -58,6 +85,9 @@ cat <<MSG
     model server   http://127.0.0.1:8501/docs
     orchestrator   http://127.0.0.1:8000/docs   (station: $EDGE_ORCHESTRATOR_DEFAULT_STATION)
     API key        in $key_source
+    OPC UA (PLC)   opc.tcp://127.0.0.1:4840/edge/  user plc, password in $DATA_DIR/opcua-plc-password
+    Modbus (PLC)   127.0.0.1:5020, register map in docs/plc-modbus.md
+    ${mqtt_note:-integrations from $EDGE_ORCHESTRATOR_INTEGRATIONS_FILE}
 
   Inspect one duck and wait for the decision:
     curl -s -X POST 'http://127.0.0.1:8000/api/v1/inspections?wait=5' \\

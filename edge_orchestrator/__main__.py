@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # asyncua logs every session and request at INFO; its warnings are what an operator needs.
+    logging.getLogger("asyncua").setLevel(max(logging.WARNING, logging.getLogger().level))
     uvicorn.run(
         create_app(settings),
         host=settings.host,

@@ -166,52 +166,79 @@ class Outbox:
         max_attempts: int = 5,
         backoff_s: tuple[float, float] = (0.5, 60.0),
         batch: int = 50,
-        on_delivered: Callable[[Message], None] | None = None,
     ) -> None:
         """Send the channel's messages in order, forever (cancel to stop). A TransientError keeps the message
         at the head and retries it with exponential backoff (and jitter); RejectedError counts an attempt and
         parks the message after max_attempts. Acknowledged messages are deleted in batches."""
         wake = self._wake.setdefault(channel, asyncio.Event())
-        delay = backoff_s[0]
+        retry = _Backoff(*backoff_s)
         while True:
             wake.clear()
-            messages = await self._store.read(_batch, channel, batch)
-            if not messages:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(5.0):  # also picks up messages queued by another process
-                        await wake.wait()
-                continue
-            done: list[int] = []
-            retry_after: float | None = None
             try:
-                for message in messages:
-                    try:
-                        await send(message)
-                    except TransientError as exc:
-                        log.warning("%s: item %s not delivered yet: %s", channel, message.item_id, exc)
-                        retry_after = exc.retry_after_s if exc.retry_after_s is not None else delay
-                        delay = min(delay * 2, backoff_s[1])
-                        break
-                    except RejectedError as exc:
-                        park = message.attempts + 1 >= max_attempts
-                        log.error(
-                            "%s: item %s rejected (attempt %d%s): %s",
-                            channel,
-                            message.item_id,
-                            message.attempts + 1,
-                            ", parked" if park else "",
-                            exc,
-                        )
-                        await self._store.write(_failed, message.seq, str(exc), park)
-                        retry_after = None if park else delay
-                        delay = min(delay * 2, backoff_s[1])
-                        break
-                    done.append(message.seq)
-                    delay = backoff_s[0]
-                    if on_delivered is not None:
-                        on_delivered(message)
-            finally:
-                if done:
-                    await asyncio.shield(self._store.write(_delete, channel, done))
-            if retry_after is not None:
-                await asyncio.sleep(retry_after * random.uniform(0.8, 1.2))
+                messages = await self._store.read(_batch, channel, batch)
+                if messages:
+                    await self._send_in_order(messages, send, retry, max_attempts)
+                    continue
+            except Exception:  # a storage hiccup or a bug must not end the channel's deliveries for good
+                log.exception("%s: delivery failed; retrying in %.1f s", channel, retry.longest)
+                await asyncio.sleep(retry.longest)
+                continue
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5.0):  # also picks up messages queued before the wake-up existed
+                    await wake.wait()
+
+    async def _send_in_order(
+        self,
+        messages: list[Message],
+        send: Callable[[Message], Awaitable[None]],
+        retry: _Backoff,
+        max_attempts: int,
+    ) -> None:
+        """Send until the first failure; what was acknowledged is deleted even if we are cancelled meanwhile."""
+        done: list[int] = []
+        pause: float | None = None
+        try:
+            for message in messages:
+                try:
+                    await send(message)
+                except TransientError as exc:
+                    log.warning("%s: item %s not delivered yet: %s", message.channel, message.item_id, exc)
+                    pause = retry.next() if exc.retry_after_s is None else exc.retry_after_s
+                    return
+                except RejectedError as exc:
+                    park = message.attempts + 1 >= max_attempts
+                    log.error(
+                        "%s: item %s rejected (attempt %d%s): %s",
+                        message.channel,
+                        message.item_id,
+                        message.attempts + 1,
+                        ", parked" if park else "",
+                        exc,
+                    )
+                    await self._store.write(_failed, message.seq, str(exc), park)
+                    pause = None if park else retry.next()
+                    return
+                done.append(message.seq)
+                retry.reset()
+        finally:
+            if done:
+                await asyncio.shield(self._store.write(_delete, messages[0].channel, done))
+            if pause is not None:
+                await asyncio.sleep(pause)
+
+
+class _Backoff:
+    """Exponential, capped, with ±20 % jitter so a fleet does not retry in step."""
+
+    def __init__(self, first: float, longest: float) -> None:
+        self.first = first
+        self.longest = longest
+        self._delay = first
+
+    def next(self) -> float:
+        delay = self._delay
+        self._delay = min(self._delay * 2, self.longest)
+        return delay * random.uniform(0.8, 1.2)
+
+    def reset(self) -> None:
+        self._delay = self.first

@@ -169,14 +169,18 @@ class MqttLink:
                     self._client = client
                     delay = 0.5
                     await self._session(client)
-            except aiomqtt.MqttError as exc:
+            # The session's task group wraps what ended it in an ExceptionGroup: a lost connection, or a bug
+            # that must not end MQTT for good either.
+            except* aiomqtt.MqttError as lost:
                 log.warning(
                     "MQTT %s:%d: %s; reconnecting in %.1f s",
                     self._settings.host,
                     self._settings.port,
-                    exc,
+                    lost.exceptions[0],
                     delay,
                 )
+            except* Exception:
+                log.exception("MQTT session failed; reconnecting in %.1f s", delay)
             finally:
                 self.connected.clear()
                 self._client = None

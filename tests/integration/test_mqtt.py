@@ -8,7 +8,7 @@ import contextlib
 import json
 import os
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ class Listener:
         self.port = port
         self.client_id = client_id
         self.messages: list[tuple[str, dict[str, Any], bool]] = before if before is not None else []
+        self._arrived = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
 
@@ -48,6 +49,7 @@ class Listener:
                             bytes(message.payload) if isinstance(message.payload, bytes | bytearray) else b""
                         )
                         self.messages.append((str(message.topic), json.loads(payload), bool(message.retain)))
+                        self._arrived.set()
             except aiomqtt.MqttError:
                 self.connected.clear()
                 await asyncio.sleep(0.2)
@@ -55,15 +57,18 @@ class Listener:
     def on(self, topic: str) -> list[dict[str, Any]]:
         return [payload for t, payload, _ in self.messages if t == f"{PREFIX}/{topic}"]
 
+    async def until(self, check: Callable[[], bool], within: float = 20.0) -> None:
+        """Wait (at most `within` seconds) until check() holds, re-checking as messages arrive."""
+        async with asyncio.timeout(within):
+            while not check():
+                self._arrived.clear()
+                await self._arrived.wait()
+
     async def wait_for(
-        self, topic: str, predicate: Any = lambda p: True, timeout: float = 20.0
+        self, topic: str, predicate: Callable[[dict[str, Any]], bool] = lambda p: True, within: float = 20.0
     ) -> dict[str, Any]:
-        async with asyncio.timeout(timeout):
-            while True:
-                for payload in self.on(topic):
-                    if predicate(payload):
-                        return payload
-                await asyncio.sleep(0.05)
+        await self.until(lambda: any(predicate(p) for p in self.on(topic)), within)
+        return next(p for p in self.on(topic) if predicate(p))
 
     async def __aenter__(self) -> Listener:
         self._task = asyncio.create_task(self._run())
@@ -116,6 +121,12 @@ async def trigger(base: str, part_id: str) -> dict[str, Any]:
         )
         assert response.status_code == 200, response.text
         body: dict[str, Any] = response.json()
+        return body
+
+
+async def get(url: str) -> dict[str, Any]:
+    async with httpx.AsyncClient(timeout=10) as client:
+        body: dict[str, Any] = (await client.get(url, headers=AUTH)).json()
         return body
 
 
@@ -179,7 +190,7 @@ async def test_results_status_triggers_and_recipes(line: dict[str, Any], model_s
                         "station_id": "duck-line-b",
                     }
                     await mes.wait_for("status", lambda p: p["station_id"] == "duck-line-b")
-                    active = httpx.get(f"{base}/api/v1/stations/active", headers=AUTH).json()
+                    active = await get(f"{base}/api/v1/stations/active")
                     assert active["station"]["id"] == "duck-line-b"
 
                     await plc.publish(f"{PREFIX}/recipe", json.dumps({"recipe": 9, "request_id": "d"}), qos=1)
@@ -200,9 +211,8 @@ async def test_results_status_triggers_and_recipes(line: dict[str, Any], model_s
                 )
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
-                async with asyncio.timeout(20):  # keepalive 5 s: the broker notices within 7.5 s
-                    while len([p for p in mes.on("status") if p["state"] == "offline"]) <= count:
-                        await asyncio.sleep(0.1)
+                # keepalive 5 s: the broker notices within 7.5 s
+                await mes.until(lambda: len([p for p in mes.on("status") if p["state"] == "offline"]) > count)
 
 
 async def test_broker_and_device_restarts_lose_nothing_and_keep_order(
@@ -221,11 +231,18 @@ async def test_broker_and_device_restarts_lose_nothing_and_keep_order(
                 # When the broker stops, the line keeps inspecting: results wait in the outbox, on disk
                 broker.terminate()
                 broker.wait(timeout=10)
-                for n in range(15):
+                for n in range(10):
                     decided.append((await trigger(base, f"B-{n}"))["item_id"])
-                system = httpx.get(f"{base}/api/v1/system", headers=AUTH).json()
-                assert system["outbox"][0]["channel"] == "mqtt" and system["outbox"][0]["pending"] >= 15
-                # And even a power cut of the device (kill -9) loses none of them
+                system = await get(f"{base}/api/v1/system")
+                assert system["outbox"][0]["channel"] == "mqtt" and system["outbox"][0]["pending"] >= 10
+                # And when it comes back, the same device reconnects and delivers them
+                with mosquitto(line["port"], broker_dir) as broker:
+                    await mes.until(lambda: set(decided) <= {p["item_id"] for p in mes.on("results")}, 30)
+                    # Then the broker stops again, and this time the device dies too (kill -9) with results queued
+                    broker.terminate()
+                    broker.wait(timeout=10)
+                for n in range(5):
+                    decided.append((await trigger(base, f"C-{n}"))["item_id"])
                 os.kill(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
     with mosquitto(line["port"], broker_dir):
@@ -233,13 +250,11 @@ async def test_broker_and_device_restarts_lose_nothing_and_keep_order(
             with orchestrator(line, model_server) as (base, _):
                 # When both are back, everything is delivered, then new results follow, in decision order
                 for n in range(5):
-                    decided.append((await trigger(base, f"C-{n}"))["item_id"])
-                async with asyncio.timeout(30):
-                    while not set(decided) <= {p["item_id"] for p in mes.on("results")}:
-                        await asyncio.sleep(0.1)
+                    decided.append((await trigger(base, f"D-{n}"))["item_id"])
+                await mes.until(lambda: set(decided) <= {p["item_id"] for p in mes.on("results")}, 30)
                 received = [p["item_id"] for p in mes.on("results")]
                 first_seen = list(dict.fromkeys(received))
                 # Then nothing is lost or out of order (duplicates are allowed: at-least-once, dedupe by item id)
                 assert [i for i in first_seen if i in decided] == decided
-                system = httpx.get(f"{base}/api/v1/system", headers=AUTH).json()
+                system = await get(f"{base}/api/v1/system")
                 assert all(channel["pending"] == 0 for channel in system["outbox"])

@@ -32,7 +32,7 @@ class Receiver:
         receiver = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (the stdlib's name)
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 status = receiver.answer(json.loads(body), len(receiver.requests))
                 receiver.requests.append(({k.lower(): v for k, v in self.headers.items()}, body, status))

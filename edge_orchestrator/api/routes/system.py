@@ -61,7 +61,9 @@ async def ready(runtime: RuntimeDep) -> JSONResponse:
 @router.get("/metrics", tags=["health"], response_class=Response)
 async def metrics(runtime: RuntimeDep) -> Response:
     runtime.metrics.queue_depth.set(runtime.inspector.depth)
-    for name in runtime.outbox.channels:  # an emptied channel has no rows: show it as 0, not as its last value
+    for (
+        name
+    ) in runtime.outbox.channels:  # an emptied channel has no rows: show it as 0, not as its last value
         runtime.metrics.outbox_pending.labels(name).set(0)
         runtime.metrics.outbox_parked.labels(name).set(0)
     for channel in await runtime.outbox.depth():
