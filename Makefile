@@ -35,8 +35,9 @@ $(TRAIN_VENV)/.installed: pyproject.toml | $(UV)
 run: $(VENV)/.installed ## Run the demo duck line: dashboard :8080, orchestrator :8000, model server :8501
 	PY=$(VENV)/bin/python MODELS_DIR=$(MODELS_DIR) ./deployment/run-edge.sh
 
-check-config: $(VENV)/.installed ## Validate the station files (STATIONS=deployment/stations/*.yaml)
-	$(VENV)/bin/python -m edge_orchestrator --check-config $(or $(STATIONS),deployment/stations/*.yaml)
+check-config: $(VENV)/.installed ## Validate station and integrations files (STATIONS=..., INTEGRATIONS=...)
+	$(VENV)/bin/python -m edge_orchestrator --check-config $(or $(STATIONS),deployment/stations/*.yaml) \
+		--check-integrations $(or $(INTEGRATIONS),deployment/integrations/*.yaml)
 
 # Browser tests drive Debian's chromium through Playwright (no browser download).
 CHROMIUM := /usr/bin/chromium

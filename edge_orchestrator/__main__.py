@@ -34,8 +34,9 @@ def check_config(paths: list[Path]) -> int:
     return 1 if failed else 0
 
 
-def check_integrations(path: Path) -> int:
-    """Print every error with its location, and whether each named secret can be read; 1 if any fails."""
+def check_integrations(path: Path, *, secrets_required: bool = False) -> int:
+    """Print every error with its location, and whether each named secret can be read here; exit status 1
+    for an invalid file, or (when starting the orchestrator) for a secret that cannot be read."""
     try:
         config = load_integrations(path)
     except IntegrationError as exc:
@@ -52,8 +53,8 @@ def check_integrations(path: Path) -> int:
             secret.read(path.parent)
         except IntegrationError as exc:
             failed += 1
-            print(f"  {where}: {exc.detail}")
-    return 1 if failed else 0
+            print(f"  {where}: {'ERROR' if secrets_required else 'not available here'}: {exc.detail}")
+    return 1 if failed and secrets_required else 0
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -62,7 +63,11 @@ def main(argv: list[str] | None = None) -> None:
         "--check-config", nargs="+", type=Path, metavar="FILE", help="validate station files and exit"
     )
     parser.add_argument(
-        "--check-integrations", type=Path, metavar="FILE", help="validate an integrations file and exit"
+        "--check-integrations",
+        nargs="+",
+        type=Path,
+        metavar="FILE",
+        help="validate integrations files and exit",
     )
     parser.add_argument("--host", help="interface to bind (env EDGE_ORCHESTRATOR_HOST)")
     parser.add_argument("--port", type=int, help="port (env EDGE_ORCHESTRATOR_PORT, default 8000)")
@@ -75,14 +80,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.check_config or args.check_integrations:
         status = check_config(args.check_config) if args.check_config else 0
-        if args.check_integrations:
-            status |= check_integrations(args.check_integrations)
+        for path in args.check_integrations or []:
+            status |= check_integrations(path)
         sys.exit(status)
 
     checks = ("check_config", "check_integrations")
     overrides = {k: v for k, v in vars(args).items() if v is not None and k not in checks}
     settings = OrchestratorSettings(**overrides)
-    if settings.integrations_file is not None and check_integrations(settings.integrations_file) != 0:
+    integrations = settings.integrations_file
+    if integrations is not None and check_integrations(integrations, secrets_required=True) != 0:
         sys.exit(1)  # said above, with locations: better than a traceback from the lifespan
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -156,7 +156,13 @@ class Outbox:
             event.set()
 
     async def depth(self) -> list[ChannelDepth]:
-        return await self._store.read(_depth)
+        """Every configured channel (0 when empty), and any other channel that still holds messages."""
+        found = {d.channel: d for d in await self._store.read(_depth)}
+        for channel in self.channels:
+            found.setdefault(
+                channel, ChannelDepth(channel=channel, pending=0, parked=0, oldest_pending_at=None)
+            )
+        return sorted(found.values(), key=lambda d: d.channel)
 
     async def deliver(
         self,
