@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import hmac
 import logging
 from collections.abc import Callable
 from datetime import UTC
@@ -15,24 +14,17 @@ from urllib.parse import urlparse
 
 from asyncua import ua
 from asyncua.common.callback import CallbackService, CallbackType, ServerItemCallback
-from asyncua.crypto import uacrypto
-from asyncua.crypto.permission_rules import USER_TYPES, SimpleRoleRuleset, User, UserRole
-from asyncua.server.internal_server import InternalServer
 from asyncua.server.server import Server
-from asyncua.server.user_managers import UserManager
 from asyncua.ua.attribute_ids import AttributeIds
-from asyncua.ua.object_ids import ObjectIds
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edge_orchestrator.errors import IntegrationError
+from edge_orchestrator.integrations import opcua_security as security
 from edge_orchestrator.integrations.handshake import Handshake, Signals
 from edge_orchestrator.integrations.secrets import SecretRef
 
 log = logging.getLogger(__name__)
 
-CERTIFICATE_SUFFIXES = (".der", ".pem", ".crt", ".cer")
 # a PLC writes a few values per part: this many waiting means the handshake is stuck, not a busy line
 MAX_PENDING_WRITES = 10_000
 
@@ -198,61 +190,6 @@ _SHOW_ORDER: tuple[tuple[str, Callable[[Signals], bool | int | str]], ...] = (
     ("Ready", lambda s: s.ready),
 )
 
-# Anonymous clients may browse, read and subscribe; never write or call methods.
-_READ_ONLY_TYPES = [
-    t
-    for t in USER_TYPES
-    if t not in (ObjectIds.WriteRequest_Encoding_DefaultBinary, ObjectIds.CallRequest_Encoding_DefaultBinary)
-]
-
-
-class _Permissions(SimpleRoleRuleset):
-    """Users (password or trusted certificate) read and write; anonymous clients only read; nobody is Admin."""
-
-    def __init__(self) -> None:
-        self._allowed: dict[UserRole, set[ua.NodeId]] = {
-            UserRole.User: {ua.NodeId(ua.Int32(t)) for t in USER_TYPES},
-            UserRole.Anonymous: {ua.NodeId(ua.Int32(t)) for t in _READ_ONLY_TYPES},
-        }
-
-    def check_validity(self, user: User, action_type_id: ua.NodeId, body: Any) -> bool:
-        return action_type_id in self._allowed.get(user.role, set())
-
-
-class _Logins(UserManager):
-    """Who a session is: a user whose password matches, a trusted certificate, or (if allowed) anonymous."""
-
-    def __init__(
-        self, passwords: dict[str, bytes], certificates: dict[bytes, str], allow_anonymous: bool
-    ) -> None:
-        self._passwords = passwords
-        self._certificates = certificates
-        self._allow_anonymous = allow_anonymous
-
-    def get_user(
-        self,
-        iserver: InternalServer,
-        username: str | None = None,
-        password: str | None = None,
-        certificate: Any = None,
-    ) -> User | None:
-        if username:
-            expected = self._passwords.get(username)
-            given = (password or "").encode()
-            # compare against something even for an unknown name, so timing does not reveal which names exist
-            match = hmac.compare_digest(given, expected if expected is not None else b"\x00" * 32)
-            if expected is None or not match:
-                log.warning("opcua: login refused for user %r", username[:64])
-                return None
-            return User(role=UserRole.User, name=username)
-        # asyncua passes the verified X509 token certificate, or else the secure channel's client certificate
-        name = self._certificates.get(_der(certificate)) if certificate else None
-        if name is not None:
-            return User(role=UserRole.User, name=f"certificate:{name}")
-        if self._allow_anonymous:
-            return User(role=UserRole.Anonymous)
-        return None
-
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class _Write:
@@ -286,15 +223,23 @@ class OpcUaServer:
         }
         if empty := [name for name, password in passwords.items() if not password]:
             raise IntegrationError(f"opcua: the password of user {empty[0]!r} is empty")
-        certificates = await asyncio.to_thread(self._trusted_clients)
+        certificates = await asyncio.to_thread(security.trusted_clients, self._trusted_dir())
         if not passwords and not certificates:
             raise IntegrationError(
                 f"opcua: nobody could write Trigger: no users and no certificate in {self._trusted_dir()}"
             )
 
-        identity = await asyncio.to_thread(self._server_identity) if settings.certificate_file else None
+        identity = None
+        if settings.certificate_file is not None and settings.private_key_file is not None:
+            key_password = settings.private_key_password
+            identity = await asyncio.to_thread(
+                security.server_identity,
+                self._path(settings.certificate_file),
+                self._path(settings.private_key_file),
+                key_password.read(self._base_dir).encode() if key_password else None,
+            )
 
-        server = Server(user_manager=_Logins(passwords, certificates, settings.allow_anonymous))
+        server = Server(user_manager=security.Logins(passwords, certificates, settings.allow_anonymous))
         await server.init()  # builds the standard address space (in a thread): about 1.5 s
         server.set_endpoint(settings.endpoint)
         server.set_server_name("Edge orchestrator")
@@ -309,7 +254,7 @@ class OpcUaServer:
                 ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
                 ua.SecurityPolicyType.Basic256Sha256_Sign,
             ]
-        server.set_security_policy(policies, permission_ruleset=_Permissions())
+        server.set_security_policy(policies, permission_ruleset=security.Permissions())
         tokens: list[type] = []
         if passwords:
             tokens.append(ua.UserNameIdentityToken)
@@ -455,70 +400,3 @@ class OpcUaServer:
     def _trusted_dir(self) -> Path | None:
         folder = self._settings.trusted_clients_dir
         return None if folder is None else self._path(folder)
-
-    def _server_identity(self) -> tuple[bytes, bytes]:
-        """The certificate and key as DER (asyncua guesses PEM from a file's suffix; read them ourselves)."""
-        settings = self._settings
-        assert settings.certificate_file is not None and settings.private_key_file is not None
-        cert_path, key_path = self._path(settings.certificate_file), self._path(settings.private_key_file)
-        certificate = _der(_read(cert_path, "certificate"))
-        if not certificate:
-            raise IntegrationError(f"opcua: {cert_path} is not a PEM or DER certificate")
-        password = (
-            settings.private_key_password.read(self._base_dir).encode()
-            if settings.private_key_password
-            else None
-        )
-        data = _read(key_path, "private key")
-        try:
-            if data.lstrip().startswith(b"-----BEGIN"):
-                key = serialization.load_pem_private_key(data, password)
-            else:
-                key = serialization.load_der_private_key(data, password)
-        except (ValueError, TypeError) as exc:
-            raise IntegrationError(
-                f"opcua: {key_path} is not a PEM or DER private key, or its password is wrong or missing"
-            ) from exc
-        der_key = key.private_bytes(
-            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        return certificate, der_key
-
-    def _trusted_clients(self) -> dict[bytes, str]:
-        folder = self._trusted_dir()
-        if folder is None:
-            return {}
-        if not folder.is_dir():
-            raise IntegrationError(f"opcua: the trusted clients folder {folder} does not exist")
-        trusted: dict[bytes, str] = {}
-        for path in sorted(folder.iterdir()):
-            if path.suffix.lower() not in CERTIFICATE_SUFFIXES or not path.is_file():
-                continue
-            der = _der(_read(path, "client certificate"))
-            if not der:
-                log.warning("opcua: %s is not a PEM or DER certificate; ignored", path)
-                continue
-            trusted[der] = path.stem
-        return trusted
-
-
-def _read(path: Path, what: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise IntegrationError(f"opcua: the {what} file {path} cannot be read ({exc.strerror})") from exc
-
-
-def _der(data: bytes | None) -> bytes:
-    """One certificate as DER (the first of a chain), from PEM or DER; b"" when it is not one."""
-    if not data:
-        return b""
-    try:
-        if data.lstrip().startswith(b"-----BEGIN"):
-            certificate: x509.Certificate | None = x509.load_pem_x509_certificate(data)
-        else:
-            # also takes a DER chain (an X509 user token may carry one)
-            certificate = uacrypto.x509_from_der(data)  # type: ignore[no-untyped-call]
-    except ValueError:
-        return b""
-    return b"" if certificate is None else certificate.public_bytes(serialization.Encoding.DER)
