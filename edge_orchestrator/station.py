@@ -16,9 +16,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from edge_orchestrator import yamlfiles
 from edge_orchestrator.cameras import CameraSettings, mask_url
 from edge_orchestrator.errors import StationError, StationNotFoundError
 from edge_orchestrator.model_client import ModelDescription
@@ -142,55 +142,15 @@ def redact_source(text: str) -> str:
     return _SECRET_LINE.sub(r"\1'***'", _URL_CREDENTIALS.sub(r"\1***@", text))
 
 
-def format_errors(exc: ValidationError) -> list[dict[str, Any]]:
-    """Pydantic errors as {location, message, type}, location joined with dots (cameras.0.rules.1.max)."""
-    return [
-        {
-            "location": ".".join(str(part) for part in error["loc"]),
-            "message": error["msg"],
-            "type": error["type"],
-        }
-        for error in exc.errors(include_url=False)
-    ]
-
-
 def parse_station(text: str | bytes, source: str = "station") -> Station:
     """Parse YAML (JSON is YAML too) into a Station; every problem raises StationError with its location."""
-    if len(text) > MAX_STATION_BYTES:
-        raise StationError(f"{source}: larger than {MAX_STATION_BYTES // 1024} KiB")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "unreadable YAML"
-        context = getattr(exc, "context", None)
-        message = f"{context}, {problem}" if context else problem
-        raise StationError(
-            f"{source}: not valid YAML{where}: {message}",
-            [
-                {
-                    "location": f"line {mark.line + 1}, column {mark.column + 1}" if mark else "",
-                    "message": message,
-                    "type": "yaml",
-                }
-            ],
-        ) from exc
-    if not isinstance(data, dict):
-        raise StationError(f"{source}: a station file must be a mapping (id, name, cameras, ...)")
-    try:
-        return Station.model_validate(data)
-    except ValidationError as exc:
-        errors = format_errors(exc)
-        raise StationError(f"{source}: {len(errors)} validation error(s)", errors) from exc
+    return yamlfiles.parse(
+        text, Station, source, StationError, max_bytes=MAX_STATION_BYTES, keys_hint="id, name, cameras, ..."
+    )
 
 
 def load_station(path: Path) -> Station:
-    try:
-        text = path.read_bytes()
-    except OSError as exc:
-        raise StationError(f"{path}: cannot be read ({exc.strerror})") from exc
-    return parse_station(text, str(path))
+    return parse_station(yamlfiles.read(path, StationError), str(path))
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

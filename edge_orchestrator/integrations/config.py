@@ -7,18 +7,18 @@ Secrets are named (environment variable or file), never written in it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from edge_orchestrator import yamlfiles
 from edge_orchestrator.errors import IntegrationError
 from edge_orchestrator.integrations.modbus import ModbusSettings
 from edge_orchestrator.integrations.mqtt import MqttSettings
 from edge_orchestrator.integrations.opcua import OpcUaSettings
 from edge_orchestrator.integrations.secrets import SecretRef
 from edge_orchestrator.integrations.webhooks import WebhookSettings
-from edge_orchestrator.station import ID_PATTERN, format_errors
+from edge_orchestrator.station import ID_PATTERN
 
 MAX_BYTES = 256 * 1024
 RecipeIndex = Annotated[int, Field(ge=1, le=32767)]
@@ -62,32 +62,18 @@ class IntegrationsConfig(BaseModel):
 
 
 def parse_integrations(text: str | bytes, source: str = "integrations") -> IntegrationsConfig:
-    if len(text) > MAX_BYTES:
-        raise IntegrationError(f"{source}: larger than {MAX_BYTES // 1024} KiB")
-    try:
-        data: Any = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise IntegrationError(f"{source}: not valid YAML{where}") from exc
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise IntegrationError(f"{source}: the file must be a mapping (recipes:, opcua:, mqtt:, ...)")
-    try:
-        return IntegrationsConfig.model_validate(data)
-    except ValidationError as exc:
-        errors = format_errors(exc)
-        detail = "; ".join(f"{e['location'] or '(file)'}: {e['message']}" for e in errors)
-        raise IntegrationError(f"{source}: {detail}", errors) from exc
+    return yamlfiles.parse(
+        text,
+        IntegrationsConfig,
+        source,
+        IntegrationError,
+        max_bytes=MAX_BYTES,
+        keys_hint="recipes:, opcua:, modbus:, mqtt:, webhooks:, ...",
+    )
 
 
 def load_integrations(path: Path) -> IntegrationsConfig:
-    try:
-        text = path.read_bytes()
-    except OSError as exc:
-        raise IntegrationError(f"{path}: cannot be read ({exc.strerror})") from exc
-    return parse_integrations(text, str(path))
+    return parse_integrations(yamlfiles.read(path, IntegrationError), str(path))
 
 
 def secrets(config: IntegrationsConfig) -> list[tuple[str, SecretRef]]:
