@@ -18,6 +18,7 @@ from edge_interface.errors import SLOW_SENTENCE, FieldError, OrchestratorDown, O
 from edge_interface.metrics import InterfaceMetrics
 from edge_orchestrator import station
 from edge_orchestrator.domain import Inspection
+from edge_orchestrator.outbox import ChannelDepth
 from edge_orchestrator.storage import DiskUsage, InspectionPage, Stats
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ class SystemInfo(BaseModel):
     disk: DiskUsage
     storage_policy: dict[str, Any] | None
     event_subscribers: int
+    outbox: list[ChannelDepth] = Field(default_factory=list)
 
 
 class StationSummary(station.StationSummary):

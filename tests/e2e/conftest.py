@@ -202,17 +202,22 @@ class Line:
 
 
 @contextmanager
-def run_line(tmp: Path, model_server: str, *extra_stations: dict[str, Any], **env: str) -> Iterator[Line]:
+def run_line(
+    tmp: Path,
+    model_server: str,
+    *extra_stations: dict[str, Any],
+    orchestrator_env: dict[str, str] | None = None,
+    **env: str,
+) -> Iterator[Line]:
     """An orchestrator (its own data dir) on the duck line, extra stations installed, and an interface."""
     stations_dir = tmp / "stations"
     install_station(stations_dir, duck_station())
     for station in extra_stations:
         install_station(stations_dir, station)
     with (
-        run_orchestrator(tmp / "data", stations_dir, model_server, default_station="duck-line") as (
-            orchestrator,
-            orchestrator_proc,
-        ),
+        run_orchestrator(
+            tmp / "data", stations_dir, model_server, default_station="duck-line", **(orchestrator_env or {})
+        ) as (orchestrator, orchestrator_proc),
         run_interface(orchestrator, **env) as (interface, _),
     ):
         yield Line(model_server, orchestrator, orchestrator_proc, interface, stations_dir)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import yaml
 from playwright.sync_api import expect
 
+from tests.conftest import free_port
 from tests.e2e.conftest import NAV_PAGES, Line, Ui, assert_readable, record_figure, run_line, shot
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
@@ -93,6 +96,28 @@ def test_the_system_page_shows_health_versions_models_and_disk(line: Line, ui: U
     expect(page.get_by_test_id("banner")).to_be_hidden()
     assert_readable(page)
     shot(page, "system")
+
+
+def test_the_system_page_shows_results_waiting_for_the_mes(model_server: str, tmp_path: Path, ui: Ui) -> None:
+    # Given a line whose MES webhook receiver is down
+    integrations = tmp_path / "integrations.yaml"
+    hook = {
+        "name": "mes",
+        "url": f"http://127.0.0.1:{free_port()}/hook",
+        "secret": {"env": "E2E_HOOK_SECRET"},
+    }
+    integrations.write_text(yaml.safe_dump({"webhooks": [hook]}))
+    env = {"EDGE_ORCHESTRATOR_INTEGRATIONS_FILE": str(integrations), "E2E_HOOK_SECRET": "s3cret-for-e2e"}
+    with run_line(tmp_path, model_server, orchestrator_env=env) as line:
+        for n in range(2):
+            line.trigger(f"E2E-{n}")
+        # When the technician opens the system page
+        page = ui.open(line.interface, "/system")
+        # Then the results waiting for the MES are counted, and said to be kept
+        waiting = page.get_by_test_id("outbox-webhook:mes")
+        expect(waiting).to_contain_text("2 waiting")
+        expect(waiting).to_contain_text("kept on disk until delivered")
+        assert_readable(page)
 
 
 def test_every_page_is_one_click_away_and_readable(line: Line, ui: Ui) -> None:

@@ -236,11 +236,11 @@ async def test_broker_and_device_restarts_lose_nothing_and_keep_order(
                 system = await get(f"{base}/api/v1/system")
                 assert system["outbox"][0]["channel"] == "mqtt" and system["outbox"][0]["pending"] >= 10
                 # And when it comes back, the same device reconnects and delivers them
-                with mosquitto(line["port"], broker_dir) as broker:
+                with mosquitto(line["port"], broker_dir) as again:
                     await mes.until(lambda: set(decided) <= {p["item_id"] for p in mes.on("results")}, 30)
                     # Then the broker stops again, and this time the device dies too (kill -9) with results queued
-                    broker.terminate()
-                    broker.wait(timeout=10)
+                    again.terminate()
+                    again.wait(timeout=10)
                 for n in range(5):
                     decided.append((await trigger(base, f"C-{n}"))["item_id"])
                 os.kill(proc.pid, signal.SIGKILL)
