@@ -207,7 +207,12 @@ class Handshake:
     # --- inside ------------------------------------------------------------------------------------
 
     async def _hold_result(self, submitted: Inspection) -> None:
-        item = await self._line.decided(submitted.item_id)
+        try:
+            item = await self._line.decided(submitted.item_id)
+        except Exception:  # never leave the PLC waiting on Busy: the part gets NO_DECISION (never OK)
+            log.exception("%s: the result of %s could not be read", self._source, submitted.item_id)
+            item = submitted.model_copy(update={"decision": Decision.NO_DECISION})
+            self._signals = dataclasses.replace(self._signals, error_code=ErrorCode.INTERNAL)
         decision = item.decision or Decision.NO_DECISION
         await self._update(
             result_ok=decision == Decision.OK,

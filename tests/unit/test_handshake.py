@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from edge_orchestrator.domain import CameraResult, Decision
-from edge_orchestrator.errors import QueueFullError, StationNotFoundError
+from edge_orchestrator.domain import CameraResult, Decision, Inspection
+from edge_orchestrator.errors import QueueFullError, StationNotFoundError, StorageError
 from edge_orchestrator.integrations.handshake import DefectCode, ErrorCode, Handshake, Signals
 from tests.fakes import FakeLine, classification, detection
 
@@ -204,3 +204,16 @@ async def test_heartbeat_counts_and_stop_drops_ready() -> None:
     assert plc.now.heartbeat >= 3
     await handshake.stop()
     assert not plc.now.ready
+
+
+async def test_a_result_that_cannot_be_read_is_no_decision_never_a_stuck_busy() -> None:
+    class BrokenLine(FakeLine):
+        async def decided(self, item_id: str) -> Inspection:
+            raise StorageError("disk gone")
+
+    line = BrokenLine()
+    handshake, plc = await started(line)
+    await handshake.trigger("P1")
+    await settle()
+    assert plc.now.result_ready and plc.now.result_no_decision and not plc.now.busy
+    assert plc.now.error_code == ErrorCode.INTERNAL and plc.now.defect_code == DefectCode.NO_DECISION
