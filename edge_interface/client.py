@@ -18,6 +18,7 @@ from edge_interface.errors import SLOW_SENTENCE, FieldError, OrchestratorDown, O
 from edge_interface.metrics import InterfaceMetrics
 from edge_orchestrator import station
 from edge_orchestrator.domain import Inspection
+from edge_orchestrator.integrations.service import LinkStatus
 from edge_orchestrator.outbox import ChannelDepth
 from edge_orchestrator.storage import DiskUsage, InspectionPage, Stats
 
@@ -64,6 +65,7 @@ class SystemInfo(BaseModel):
     storage_policy: dict[str, Any] | None
     event_subscribers: int
     outbox: list[ChannelDepth] = Field(default_factory=list)
+    integrations: list[LinkStatus] = Field(default_factory=list)
 
 
 class StationSummary(station.StationSummary):

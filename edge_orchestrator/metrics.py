@@ -38,6 +38,12 @@ class OrchestratorMetrics:
             ["channel"],
             registry=self.registry,
         )
+        self.integration_up = Gauge(
+            "edge_integration_up",
+            "1 when an integration is up: OPC UA/Modbus listening, MQTT connected, a webhook's last delivery OK.",
+            ["link"],
+            registry=self.registry,
+        )
         self.outbox_parked = Gauge(
             "edge_outbox_parked",
             "Messages a receiver refused for good, kept in the outbox, by channel.",

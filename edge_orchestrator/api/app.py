@@ -173,6 +173,7 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
                 settings.device_id,
             )
             await integrations.start()
+            runtime.integrations = integrations
         # Everything built so far lives as long as the process: keep it out of the collector's full passes,
         # which otherwise walked ~90k objects and paused the loop for ~60 ms every minute.
         gc.collect()

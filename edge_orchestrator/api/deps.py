@@ -13,6 +13,7 @@ from edge_orchestrator.auth import ApiKey
 from edge_orchestrator.errors import OrchestratorError
 from edge_orchestrator.events import EventBus
 from edge_orchestrator.inspector import Inspector
+from edge_orchestrator.integrations.service import Integrations
 from edge_orchestrator.metrics import OrchestratorMetrics
 from edge_orchestrator.model_client import ModelClient
 from edge_orchestrator.outbox import Outbox
@@ -36,6 +37,7 @@ class Runtime:
     inspector: Inspector
     stations: StationRepository
     outbox: Outbox
+    integrations: Integrations | None = None
     started_at: float = field(default_factory=time.time)
 
 

@@ -142,6 +142,11 @@ class MqttLink:
         self._task: asyncio.Task[None] | None = None
         self._client: aiomqtt.Client | None = None
         self.connected = asyncio.Event()
+        self.problem: str | None = "not connected yet"
+
+    @property
+    def up(self) -> bool:
+        return self.connected.is_set()
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="mqtt")
@@ -172,6 +177,7 @@ class MqttLink:
             # The session's task group wraps what ended it in an ExceptionGroup: a lost connection, or a bug
             # that must not end MQTT for good either.
             except* aiomqtt.MqttError as lost:
+                self.problem = str(lost.exceptions[0])
                 log.warning(
                     "MQTT %s:%d: %s; reconnecting in %.1f s",
                     self._settings.host,
@@ -179,7 +185,8 @@ class MqttLink:
                     lost.exceptions[0],
                     delay,
                 )
-            except* Exception:
+            except* Exception as failed:
+                self.problem = f"internal error: {failed.exceptions[0]!r}"
                 log.exception("MQTT session failed; reconnecting in %.1f s", delay)
             finally:
                 self.connected.clear()
@@ -218,6 +225,7 @@ class MqttLink:
         await client.subscribe(self.topics["trigger"], qos=qos)
         await client.subscribe(self.topics["recipe"], qos=qos)
         self.connected.set()
+        self.problem = None
         log.info(
             "MQTT connected to %s:%d as %s", self._settings.host, self._settings.port, self.topics["status"]
         )

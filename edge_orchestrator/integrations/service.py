@@ -8,6 +8,8 @@ import logging
 from pathlib import Path
 from typing import Protocol
 
+from pydantic import BaseModel, Field
+
 from edge_orchestrator.domain import Inspection, TriggerRequest
 from edge_orchestrator.events import EventBus
 from edge_orchestrator.inspector import Inspector
@@ -82,7 +84,8 @@ class Integrations:
         self._events = events
         self._outbox = outbox
         self._device_id = device_id
-        self._handshakes: list[Handshake] = []
+        self._handshakes: dict[str, Handshake] = {}
+        self._clients: list[mqtt.MqttLink | webhooks.WebhookLink] = []
         self._links: list[Link] = []
         self._watcher: asyncio.Task[None] | None = None
 
@@ -97,10 +100,10 @@ class Integrations:
     async def _start(self) -> None:
         config = self._config
         for webhook in config.webhooks:
-            await self._add(webhooks.WebhookLink(webhook, self._base_dir, self._outbox))
+            self._clients.append(webhooks.WebhookLink(webhook, self._base_dir, self._outbox))
         if config.mqtt is not None:
             mqtt.check_settings(config.mqtt, self._base_dir)
-            await self._add(
+            self._clients.append(
                 mqtt.MqttLink(
                     config.mqtt,
                     self._base_dir,
@@ -111,6 +114,8 @@ class Integrations:
                     dict(config.recipes),
                 )
             )
+        for client in self._clients:
+            await self._add(client)
         for settings, source in ((config.opcua, "opcua"), (config.modbus, "modbus")):
             if settings is None:
                 continue
@@ -121,7 +126,7 @@ class Integrations:
                 defect_codes=config.defect_codes,
                 heartbeat_s=config.heartbeat_s,
             )
-            self._handshakes.append(handshake)
+            self._handshakes[source] = handshake
             await self._add(settings.build(handshake, self._base_dir))
         self._watcher = asyncio.create_task(self._follow_station(), name="integrations-station")
 
@@ -133,7 +138,7 @@ class Integrations:
     async def _follow_station(self) -> None:
         async for event in self._events.subscribe():
             if event.type == "station.activated":
-                for handshake in self._handshakes:
+                for handshake in self._handshakes.values():
                     await handshake.refresh()
 
     async def stop(self) -> None:
@@ -148,3 +153,37 @@ class Integrations:
                 log.exception("stopping %s failed", link.name)
         self._links.clear()
         self._handshakes.clear()
+        self._clients.clear()
+
+    def status(self) -> list[LinkStatus]:
+        """Each integration's state, for /api/v1/system, /metrics and the dashboard."""
+        found: list[LinkStatus] = []
+        for name, handshake in self._handshakes.items():
+            s = handshake.signals
+            state = (
+                "busy"
+                if s.busy
+                else "result held, waiting for ResultAck"
+                if s.result_ready
+                else "ready"
+                if s.ready
+                else "not ready"
+            )
+            detail = f"last refusal: ErrorCode {s.error_code}" if s.error_code else None
+            found.append(LinkStatus(name=name, up=True, state=state, detail=detail, results=s.results))
+        for client in self._clients:
+            state = "connected" if isinstance(client, mqtt.MqttLink) else "delivering"
+            if not client.up:
+                state = "disconnected" if isinstance(client, mqtt.MqttLink) else "retrying"
+            found.append(LinkStatus(name=client.name, up=client.up, state=state, detail=client.problem))
+        return found
+
+
+class LinkStatus(BaseModel):
+    name: str = Field(description="opcua, modbus, mqtt or webhook:<name>.")
+    up: bool = Field(
+        description="Listening (OPC UA, Modbus), connected (MQTT), last delivery accepted (webhook)."
+    )
+    state: str = Field(description="PLC handshake state, or the client's connection state.")
+    detail: str | None = Field(default=None, description="The last refusal or error, if any.")
+    results: int | None = Field(default=None, description="Results handed to the PLC since the start.")

@@ -88,6 +88,11 @@ class WebhookLink:
             follow_redirects=False,
         )
         self._task: asyncio.Task[None] | None = None
+        self.problem: str | None = None  # why the last attempt failed; None once a delivery succeeds
+
+    @property
+    def up(self) -> bool:
+        return self.problem is None
 
     async def start(self) -> None:
         s = self._settings
@@ -119,13 +124,17 @@ class WebhookLink:
         try:
             response = await self._client.post(str(self._settings.url), content=body, headers=headers)
         except httpx.HTTPError as exc:
-            raise TransientError(f"{type(exc).__name__}: {exc}") from exc
+            self.problem = f"{type(exc).__name__}: {exc}"
+            raise TransientError(self.problem) from exc
         status = response.status_code
         if 200 <= status < 300:
+            self.problem = None
             return
         if status in _RETRY or status >= 500:
-            raise TransientError(f"HTTP {status}", _retry_after(response))
-        raise RejectedError(f"HTTP {status}: {response.text[:200]}")
+            self.problem = f"HTTP {status}"
+            raise TransientError(self.problem, _retry_after(response))
+        self.problem = f"HTTP {status}: {response.text[:200]}"
+        raise RejectedError(self.problem)
 
 
 def _retry_after(response: httpx.Response) -> float | None:

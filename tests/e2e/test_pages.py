@@ -117,6 +117,9 @@ def test_the_system_page_shows_results_waiting_for_the_mes(model_server: str, tm
         waiting = page.get_by_test_id("outbox-webhook:mes")
         expect(waiting).to_contain_text("2 waiting")
         expect(waiting).to_contain_text("kept on disk until delivered")
+        link = page.get_by_test_id("link-webhook:mes")
+        expect(link).to_contain_text("retrying")
+        expect(link).to_contain_text("ConnectError")
         assert_readable(page)
 
 

@@ -143,6 +143,14 @@ async def test_results_status_triggers_and_recipes(line: dict[str, Any], model_s
                 # Given the device is up: its retained status says online, with the active station
                 status = await mes.wait_for("status", lambda p: p["state"] == "online")
                 assert status["device_id"] == "dev-1" and status["station_id"] == "duck-line"
+                system = await get(f"{base}/api/v1/system")
+                assert {
+                    "name": "mqtt",
+                    "up": True,
+                    "state": "connected",
+                    "detail": None,
+                    "results": None,
+                } in (system["integrations"])
 
                 # When a decision is made through REST, it is published with the item's content
                 item = await trigger(base, "R-1")
@@ -235,6 +243,11 @@ async def test_broker_and_device_restarts_lose_nothing_and_keep_order(
                     decided.append((await trigger(base, f"B-{n}"))["item_id"])
                 system = await get(f"{base}/api/v1/system")
                 assert system["outbox"][0]["channel"] == "mqtt" and system["outbox"][0]["pending"] >= 10
+                [link] = system["integrations"]
+                assert (link["name"], link["up"], link["state"]) == ("mqtt", False, "disconnected")
+                async with httpx.AsyncClient(timeout=10) as client:
+                    metrics = (await client.get(f"{base}/metrics")).text
+                assert 'edge_integration_up{link="mqtt"} 0.0' in metrics
                 # And when it comes back, the same device reconnects and delivers them
                 with mosquitto(line["port"], broker_dir) as again:
                     await mes.until(lambda: set(decided) <= {p["item_id"] for p in mes.on("results")}, 30)

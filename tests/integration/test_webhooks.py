@@ -142,6 +142,8 @@ def test_a_rejected_message_is_parked_and_the_queue_moves_on(tmp_path: Path, mod
         assert outbox == [{"channel": "webhook:mes", "pending": 0, "parked": 1, "oldest_pending_at": None}]
         metrics = httpx.get(f"{base}/metrics").text
         assert 'edge_outbox_parked{channel="webhook:mes"} 1.0' in metrics
+        [link] = httpx.get(f"{base}/api/v1/system", headers=AUTH).json()["integrations"]
+        assert (link["name"], link["up"], link["state"]) == ("webhook:mes", True, "delivering")
 
 
 def test_signature_checks() -> None:

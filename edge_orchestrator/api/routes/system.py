@@ -19,6 +19,7 @@ from edge_orchestrator import __version__
 from edge_orchestrator.api.deps import ReadAccess, RuntimeDep
 from edge_orchestrator.domain import utcnow
 from edge_orchestrator.errors import ModelError
+from edge_orchestrator.integrations.service import LinkStatus
 from edge_orchestrator.outbox import ChannelDepth
 from edge_orchestrator.storage import DiskUsage, Stats
 
@@ -66,6 +67,9 @@ async def metrics(runtime: RuntimeDep) -> Response:
     ) in runtime.outbox.channels:  # an emptied channel has no rows: show it as 0, not as its last value
         runtime.metrics.outbox_pending.labels(name).set(0)
         runtime.metrics.outbox_parked.labels(name).set(0)
+    if runtime.integrations is not None:
+        for link in runtime.integrations.status():
+            runtime.metrics.integration_up.labels(link.name).set(int(link.up))
     for channel in await runtime.outbox.depth():
         runtime.metrics.outbox_pending.labels(channel.channel).set(channel.pending)
         runtime.metrics.outbox_parked.labels(channel.channel).set(channel.parked)
@@ -124,6 +128,7 @@ class SystemInfo(BaseModel):
     outbox: list[ChannelDepth] = Field(
         description="Messages waiting for MQTT and each webhook (pending) or refused for good (parked)."
     )
+    integrations: list[LinkStatus] = Field(description="PLC handshakes, MQTT and webhooks, and their state.")
 
 
 @router.get("/api/v1/system", tags=["system"], dependencies=[ReadAccess])
@@ -150,4 +155,5 @@ async def system(runtime: RuntimeDep) -> SystemInfo:
         storage_policy=station.storage.model_dump(mode="json") if station else None,
         event_subscribers=runtime.events.subscribers,
         outbox=outbox,
+        integrations=runtime.integrations.status() if runtime.integrations else [],
     )
