@@ -12,7 +12,7 @@ export UV_PYTHON_DOWNLOADS := never
 
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 
-.PHONY: help run check-config test test-unit lint format bench models fixtures clean
+.PHONY: help run check-config test test-unit lint format bench models fixtures clean lock
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "}; /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -34,6 +34,13 @@ $(TRAIN_VENV)/.installed: pyproject.toml | $(UV)
 
 run: $(VENV)/.installed ## Run the demo duck line: dashboard :8080, orchestrator :8000, model server :8501
 	PY=$(VENV)/bin/python MODELS_DIR=$(MODELS_DIR) ./deployment/run-edge.sh
+
+# Locked requirements per image (and `edge` for devices without Docker), for linux on amd64 and arm64.
+LOCKS := model-serving:serving orchestrator:orchestrator interface:interface edge:serving,orchestrator,interface
+lock: | $(UV) ## Re-lock deployment/requirements/*.txt from pyproject.toml
+	@for spec in $(LOCKS); do name=$${spec%%:*}; extras=$${spec#*:}; \
+		$(UV) pip compile pyproject.toml $$(for e in $${extras//,/ }; do echo --extra $$e; done) \
+			--python-version 3.11 --universal --no-header --quiet -o deployment/requirements/$$name.txt; done
 
 check-config: $(VENV)/.installed ## Validate station and integrations files (STATIONS=..., INTEGRATIONS=...)
 	$(VENV)/bin/python -m edge_orchestrator --check-config $(or $(STATIONS),deployment/stations/*.yaml) \
