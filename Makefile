@@ -12,7 +12,7 @@ export UV_PYTHON_DOWNLOADS := never
 
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 
-.PHONY: help run check-config test test-unit lint format bench models fixtures clean lock
+.PHONY: help run check-config test test-unit lint format bench models fixtures clean lock up down deploy
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "}; /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -34,6 +34,18 @@ $(TRAIN_VENV)/.installed: pyproject.toml | $(UV)
 
 run: $(VENV)/.installed ## Run the demo duck line: dashboard :8080, orchestrator :8000, model server :8501
 	PY=$(VENV)/bin/python MODELS_DIR=$(MODELS_DIR) ./deployment/run-edge.sh
+
+# The edge stack in containers (needs a Docker engine; see docker-compose.yml and deployment/Dockerfile.*).
+COMPOSE ?= docker compose
+up: ## Start the edge stack with Docker Compose (model serving, orchestrator, dashboard)
+	$(COMPOSE) up -d --wait
+
+down: ## Stop the edge stack started by `make up`
+	$(COMPOSE) down
+
+INVENTORY ?= hub/ansible/inventories/example/hosts.yml
+deploy: $(VENV)/.installed ## Roll the edge out to a fleet: make deploy INVENTORY=path/to/hosts.yml
+	cd hub/ansible && ../../$(VENV)/bin/ansible-playbook -i $(abspath $(INVENTORY)) deploy_edge.yml $(ANSIBLE_ARGS)
 
 # Locked requirements per image (and `edge` for devices without Docker), for linux on amd64 and arm64.
 LOCKS := model-serving:serving orchestrator:orchestrator interface:interface edge:serving,orchestrator,interface
@@ -76,6 +88,7 @@ bench: $(VENV)/.installed ## Benchmark in-process vs served latency and throughp
 		echo "wrk is not available: the benchmark falls back to a Python client (which competes for the CPU)"
 	$(VENV)/bin/python -m bench.serving --out bench/results
 	$(VENV)/bin/python -m bench.orchestrator --out bench/results
+	$(VENV)/bin/python -m bench.integrations --out bench/results
 
 models: $(TRAIN_VENV)/.installed ## Rebuild the bundled duck models (models/duck-*): generate, train, quantise, cards
 	time $(TRAIN_VENV)/bin/python -m hub.model_factory bundled --out $(MODELS_DIR)

@@ -22,8 +22,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import http.client
 import json
+import operator
 import os
 import platform
 import secrets
@@ -126,7 +128,10 @@ class Broker:
         proc = subprocess.Popen([str(MOSQUITTO), "-c", str(self._config)], stderr=subprocess.PIPE)
         deadline = time.monotonic() + 10
         while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5),
+            ):
                 break
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
@@ -201,16 +206,24 @@ def start_integrated(
                 return proc
         time.sleep(0.2)
     stop(proc)
-    raise RuntimeError(f"the orchestrator did not become ready:\n{log_file.read_text(errors='replace')[-2000:]}")
+    raise RuntimeError(
+        f"the orchestrator did not become ready:\n{log_file.read_text(errors='replace')[-2000:]}"
+    )
+
+
+@dataclass(frozen=True)
+class Setup:
+    stack: Stack
+    password: str  # the PLC user's OPC UA password (the orchestrator has it in its environment)
+    broker: Broker | None
 
 
 @contextlib.contextmanager
 def integrated_stack(
-    ports: Ports, tmp_root: Path | None, keep: bool, report: dict[str, Any]
-) -> Iterator[tuple[Stack, str, Path]]:
-    """Model server and orchestrator with the integrations on a fresh data directory; stopped on the way out.
-
-    Yields the stack, the PLC's OPC UA password and the folder for the broker's files."""
+    ports: Ports, drain: int, tmp_root: Path | None, keep: bool, report: dict[str, Any]
+) -> Iterator[Setup]:
+    """The broker, the model server and the orchestrator with the integrations, on a fresh data directory;
+    all stopped on the way out, whatever happened."""
     for port in (ports.model, ports.orchestrator, ports.opcua, ports.modbus):
         ensure_free(port)
     root = Path(tempfile.mkdtemp(prefix="bench-integrations-", dir=tmp_root))
@@ -218,19 +231,24 @@ def integrated_stack(
     integrations = root / "integrations.yaml"
     integrations.write_text(yaml.safe_dump(integrations_file(ports), sort_keys=False))
     key, password = secrets.token_urlsafe(24), secrets.token_urlsafe(16)
-    server = start_server(MODELS_DIR, ports.model)
+    broker = None
+    if ports.mqtt is not None:  # up first: the device connects at start (its backoff would delay phase 4)
+        broker = Broker(ports.mqtt, root / "broker", max_queued=2 * drain + 1000)
+        broker.start()
     try:
-        orchestrator = start_integrated(root / "data", ports, key, integrations, password, log_file)
+        server = start_server(MODELS_DIR, ports.model)
         try:
-            yield (
-                Stack(server, orchestrator, ports.model, ports.orchestrator, key, root / "data"),
-                password,
-                root / "broker",
-            )
+            orchestrator = start_integrated(root / "data", ports, key, integrations, password, log_file)
+            try:
+                stack = Stack(server, orchestrator, ports.model, ports.orchestrator, key, root / "data")
+                yield Setup(stack, password, broker)
+            finally:
+                stop(orchestrator)
         finally:
-            stop(orchestrator)
+            stop(server)
     finally:
-        stop(server)
+        if broker is not None:
+            broker.stop()
         report["log"] = log_summary(log_file)
         if keep:
             report["data_dir"] = str(root)
@@ -358,16 +376,12 @@ class OpcUaPlc:
         self._watched: Watched | None = None
         self._subscription: Subscription | None = None
 
-    async def connect(self) -> None:
-        await self._client.connect()
+    async def open(self, exits: contextlib.AsyncExitStack) -> None:
+        await exits.enter_async_context(self._client)
         ns = await self._client.get_namespace_index(NAMESPACE)
         station = await self._client.nodes.objects.get_child(f"{ns}:Station")
         for name in (*OPCUA_TYPES, *OPCUA_READ):
             self._nodes[name] = await station.get_child(f"{ns}:{name}")
-
-    async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await self._client.disconnect()
 
     async def begin(self) -> None:
         """The subscription lives only during its blocks: its 5 ms publishing loop runs in the orchestrator."""
@@ -376,7 +390,7 @@ class OpcUaPlc:
         watched = Watched({self._nodes[n].nodeid: n for n in ("Ready", "ResultReady")})
         self._subscription = await self._client.create_subscription(OPCUA_PUBLISHING_MS, watched)
         await self._subscription.subscribe_data_change(
-            [self._nodes["Ready"], self._nodes["ResultReady"]], sampling_interval=0
+            [self._nodes["Ready"], self._nodes["ResultReady"]], sampling_interval=ua.Double(0.0)
         )
         self._watched = watched
         await watched.until(lambda v: v.get("Ready") is True)
@@ -437,12 +451,10 @@ class ModbusPlc:
     def __init__(self, port: int) -> None:
         self._client = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=2, retries=0)
 
-    async def connect(self) -> None:
+    async def open(self, exits: contextlib.AsyncExitStack) -> None:
         if not await self._client.connect():
             raise RuntimeError("the Modbus server did not accept the connection")
-
-    async def close(self) -> None:
-        self._client.close()
+        exits.callback(self._client.close)
 
     async def begin(self) -> None:
         pass
@@ -465,7 +477,9 @@ class ModbusPlc:
     async def cycle(self, part: str) -> Sample:
         t0 = time.perf_counter()
         # registers 1..17: PartId, then the control word with Trigger (FC 16, one request)
-        write = await self._client.write_registers(HR_PART_ID, [*pack_ascii(part), CONTROL_TRIGGER], device_id=1)
+        write = await self._client.write_registers(
+            HR_PART_ID, [*pack_ascii(part), CONTROL_TRIGGER], device_id=1
+        )
         self._ok(write)
         ready, _ = await poll(self._status, lambda s: bool(s & STATUS_RESULT_READY))
         inputs = self._ok(await self._client.read_input_registers(0, count=INPUTS, device_id=1))
@@ -559,12 +573,19 @@ class MqttController:
         self._mes = mes
         self._client = aiomqtt.Client("127.0.0.1", port, identifier="bench-plc", timeout=5)
 
-    async def connect(self) -> None:
-        await self._client.__aenter__()
-
-    async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await self._client.__aexit__(None, None, None)
+    async def open(self, exits: contextlib.AsyncExitStack) -> None:
+        """Connected, and the device answers on the topics (it subscribed to triggers before recipes)."""
+        await exits.enter_async_context(self._client)
+        mes = self._mes
+        async with asyncio.timeout(20):
+            for attempt in range(200):
+                probe = f"probe-{attempt}"  # an unknown recipe: refused on replies, nothing inspected
+                await self._client.publish(
+                    f"{PREFIX}/recipe", json.dumps({"recipe": 32000, "request_id": probe}), qos=1
+                )
+                with contextlib.suppress(TimeoutError):
+                    await mes.until(functools.partial(operator.contains, mes.refused, probe), 0.2)
+                    return
 
     async def begin(self) -> None:
         pass
@@ -623,7 +644,11 @@ def figures(values_s: list[float]) -> dict[str, float | None]:
     if not values_s:
         return {"p50": None, "p99": None, "max": None}
     ms = [v * 1000 for v in values_s]
-    return {"p50": round(percentile(ms, 50), 2), "p99": round(percentile(ms, 99), 2), "max": round(max(ms), 2)}
+    return {
+        "p50": round(percentile(ms, 50), 2),
+        "p99": round(percentile(ms, 99), 2),
+        "max": round(max(ms), 2),
+    }
 
 
 def summary(path: LineClient, measured: Measured) -> dict[str, Any]:
@@ -655,25 +680,27 @@ async def bench_paths(
         mqtt = MqttController(ports.mqtt, mes)
         paths.append(mqtt)
         connected.append(mqtt)
-    try:
+    async with contextlib.AsyncExitStack() as exits:
         for client in connected:
-            await client.connect()
+            await client.open(exits)
         measured = {path.name: Measured() for path in paths}
         for path in paths:
             await run_block(path, [f"{path.name}-warm-{i}" for i in range(10)], stack, Measured())
         for index in range(-(-count // block)):
             size = min(block, count - index * block)
             for path in paths:
-                await run_block(path, [f"{path.name}-{index}-{i}" for i in range(size)], stack, measured[path.name])
+                await run_block(
+                    path, [f"{path.name}-{index}-{i}" for i in range(size)], stack, measured[path.name]
+                )
             print(
                 f"block {index + 1}: "
-                + ", ".join(f"{p.name} {figures([s.result_s for s in measured[p.name].samples])['p50']}" for p in paths)
+                + ", ".join(
+                    f"{p.name} {figures([s.result_s for s in measured[p.name].samples])['p50']}"
+                    for p in paths
+                )
                 + " ms (result p50 so far)",
                 flush=True,
             )
-    finally:
-        for client in connected:
-            await client.close()
     return {path.name: summary(path, measured[path.name]) for path in paths}
 
 
@@ -684,9 +711,11 @@ async def outbox_pending(stack: Stack) -> int:
 
 async def until_pending(stack: Stack, want: int, within: float) -> int:
     deadline = time.monotonic() + within
-    while (pending := await outbox_pending(stack)) != want and time.monotonic() < deadline:
+    while True:
+        pending = await outbox_pending(stack)
+        if pending == want or time.monotonic() > deadline:
+            return pending
         await asyncio.sleep(0.1)
-    return pending
 
 
 def trigger_all(stack: Stack, parts: list[str]) -> Counter[str]:
@@ -749,9 +778,8 @@ async def bench_drain(stack: Stack, broker: Broker, mes: Mes, count: int) -> dic
     }
 
 
-async def measure(
-    stack: Stack, ports: Ports, password: str, broker: Broker | None, count: int, block: int, drain: int
-) -> dict[str, Any]:
+async def measure(setup: Setup, ports: Ports, count: int, block: int, drain: int) -> dict[str, Any]:
+    stack, password, broker = setup.stack, setup.password, setup.broker
     mes = Mes(broker.port) if broker is not None else None
     try:
         if mes is not None:
@@ -799,9 +827,13 @@ def checks(results: dict[str, Any]) -> list[dict[str, Any]]:
     if "drain" in results:
         d = results["drain"]
         rate = d["per_s_from_broker_start"]
-        rows.append(("outbox drain from broker start (msg/s, min)", rate, 200, rate is not None and rate >= 200))
+        rows.append(
+            ("outbox drain from broker start (msg/s, min)", rate, 200, rate is not None and rate >= 200)
+        )
         lost = f"{d['missing']} missing, {'in' if d['in_order'] else 'OUT OF'} order"
-        rows.append(("drained results lost / out of order", lost, "0, in order", d["missing"] == 0 and d["in_order"]))
+        rows.append(
+            ("drained results lost / out of order", lost, "0, in order", d["missing"] == 0 and d["in_order"])
+        )
     return [{"name": n, "measured": v, "limit": lim, "ok": bool(ok)} for n, v, lim, ok in rows]
 
 
@@ -853,7 +885,9 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     parser.add_argument("--quick", action="store_true", help="smoke run: 100 parts per path, 200 drained")
     parser.add_argument("--parts", type=int, help="parts per path; default 300")
@@ -879,7 +913,11 @@ def main() -> None:
         args.port, args.model_port, free_port(), free_port(), free_port() if broker_note is None else None
     )
     results: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
         "settings": {
             "quick": args.quick,
             "parts_per_path": count,
@@ -892,16 +930,8 @@ def main() -> None:
         },
     }
     report: dict[str, Any] = {}
-    with integrated_stack(ports, args.tmp, args.keep_data, report) as (stack, password, broker_dir):
-        broker = None
-        if ports.mqtt is not None:
-            broker = Broker(ports.mqtt, broker_dir, max_queued=2 * drain + 1000)
-            broker.start()
-        try:
-            results |= asyncio.run(measure(stack, ports, password, broker, count, args.block, drain))
-        finally:
-            if broker is not None:
-                broker.stop()
+    with integrated_stack(ports, drain, args.tmp, args.keep_data, report) as setup:
+        results |= asyncio.run(measure(setup, ports, count, args.block, drain))
     results |= report
     results["ratios"] = compare(results["paths"])
     results["checks"] = checks(results)
