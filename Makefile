@@ -88,7 +88,7 @@ bench: $(VENV)/.installed ## Benchmark in-process vs served latency and throughp
 		echo "wrk is not available: the benchmark falls back to a Python client (which competes for the CPU)"
 	$(VENV)/bin/python -m bench.serving --out bench/results
 	$(VENV)/bin/python -m bench.orchestrator --out bench/results
-	$(VENV)/bin/python -m bench.integrations --out bench/results
+	$(VENV)/bin/python -m bench.integrations --broker-nodelay --out bench/results
 
 models: $(TRAIN_VENV)/.installed ## Rebuild the bundled duck models (models/duck-*): generate, train, quantise, cards
 	time $(TRAIN_VENV)/bin/python -m hub.model_factory bundled --out $(MODELS_DIR)

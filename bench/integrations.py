@@ -11,6 +11,7 @@
 - MQTT: a trigger published on <prefix>/trigger until its result arrives on <prefix>/results;
 - the outbox drain: broker stopped, M parts decided, broker started, until a subscriber has all M results
   (rate, order, none missing).
+The broker runs with Debian's defaults (Nagle on); --broker-nodelay sets mosquitto's set_tcp_nodelay.
 The four paths run in alternating blocks over the same minutes (the machine drifts), N parts each (300, 100
 with --quick), then the drain (1 000, 200 with --quick). Each handshake is compared with REST: ratio of the
 trigger → result p50s and the overhead in ms. It writes `integrations.json` and `integrations.md` and prints
@@ -25,6 +26,7 @@ import contextlib
 import functools
 import http.client
 import json
+import logging
 import operator
 import os
 import platform
@@ -32,7 +34,6 @@ import secrets
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -42,7 +43,6 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import aiomqtt
-import httpx
 import yaml
 from asyncua import ua
 from asyncua.client.client import Client
@@ -54,13 +54,13 @@ from pymodbus.pdu import ModbusPDU
 from bench.orchestrator import (
     MODELS_DIR,
     STATION,
-    STATIONS_DIR,
     Stack,
     client_cpu_s,
     cpu_s,
     ensure_free,
     log_summary,
     machine_busy_s,
+    start_orchestrator,
     stop,
     trigger_waited,
 )
@@ -113,7 +113,7 @@ class Ports:
 class Broker:
     """Debian's mosquitto on loopback, persistent, so a subscriber's session and its queue survive a restart."""
 
-    def __init__(self, port: int, data_dir: Path, max_queued: int) -> None:
+    def __init__(self, port: int, data_dir: Path, max_queued: int, nodelay: bool) -> None:
         self.port = port
         self._config = data_dir / "mosquitto.conf"
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -121,6 +121,8 @@ class Broker:
             f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
             f"persistence_location {data_dir}/\nautosave_interval 60\n"
             f"max_queued_messages {max_queued}\nlog_type error\n"
+            # Debian's default leaves Nagle on: small messages can wait for a delayed ACK (about 40 ms)
+            + ("set_tcp_nodelay true\n" if nodelay else "")
         )
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -172,45 +174,6 @@ def integrations_file(ports: Ports) -> dict[str, Any]:
     return config
 
 
-def start_integrated(
-    data_dir: Path, ports: Ports, key: str, integrations: Path, password: str, log_file: Path
-) -> subprocess.Popen[bytes]:
-    """bench.orchestrator.start_orchestrator with two more variables: it drops every EDGE_ variable of the
-    caller and takes no extra environment, so the integrations file could not reach the orchestrator."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE_")}
-    env |= {
-        "EDGE_ORCHESTRATOR_DATA_DIR": str(data_dir),
-        "EDGE_ORCHESTRATOR_STATIONS_DIR": str(STATIONS_DIR),
-        "EDGE_ORCHESTRATOR_DEFAULT_STATION": STATION,
-        "EDGE_API_KEY": key,
-        "EDGE_ORCHESTRATOR_MODEL_SERVER_URL": f"http://127.0.0.1:{ports.model}",
-        "EDGE_ORCHESTRATOR_LOG_LEVEL": "warning",
-        "EDGE_ORCHESTRATOR_MAX_IN_FLIGHT": "64",
-        "EDGE_ORCHESTRATOR_INTEGRATIONS_FILE": str(integrations),
-        "EDGE_ORCHESTRATOR_DEVICE_ID": DEVICE_ID,
-        OPCUA_PASSWORD_ENV: password,
-    }
-    with log_file.open("ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "edge_orchestrator", "--port", str(ports.orchestrator)],
-            env=env,
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
-        with contextlib.suppress(httpx.TransportError):
-            url = f"http://127.0.0.1:{ports.orchestrator}/health/ready"
-            if httpx.get(url, timeout=1).status_code == 200:
-                return proc
-        time.sleep(0.2)
-    stop(proc)
-    raise RuntimeError(
-        f"the orchestrator did not become ready:\n{log_file.read_text(errors='replace')[-2000:]}"
-    )
-
-
 @dataclass(frozen=True)
 class Setup:
     stack: Stack
@@ -220,7 +183,7 @@ class Setup:
 
 @contextlib.contextmanager
 def integrated_stack(
-    ports: Ports, drain: int, tmp_root: Path | None, keep: bool, report: dict[str, Any]
+    ports: Ports, drain: int, nodelay: bool, tmp_root: Path | None, keep: bool, report: dict[str, Any]
 ) -> Iterator[Setup]:
     """The broker, the model server and the orchestrator with the integrations, on a fresh data directory;
     all stopped on the way out, whatever happened."""
@@ -233,12 +196,19 @@ def integrated_stack(
     key, password = secrets.token_urlsafe(24), secrets.token_urlsafe(16)
     broker = None
     if ports.mqtt is not None:  # up first: the device connects at start (its backoff would delay phase 4)
-        broker = Broker(ports.mqtt, root / "broker", max_queued=2 * drain + 1000)
+        broker = Broker(ports.mqtt, root / "broker", max_queued=2 * drain + 1000, nodelay=nodelay)
         broker.start()
     try:
         server = start_server(MODELS_DIR, ports.model)
         try:
-            orchestrator = start_integrated(root / "data", ports, key, integrations, password, log_file)
+            extra_env = {
+                "EDGE_ORCHESTRATOR_INTEGRATIONS_FILE": str(integrations),
+                "EDGE_ORCHESTRATOR_DEVICE_ID": DEVICE_ID,
+                OPCUA_PASSWORD_ENV: password,
+            }
+            orchestrator = start_orchestrator(
+                root / "data", ports.orchestrator, ports.model, key, log_file, extra_env
+            )
             try:
                 stack = Stack(server, orchestrator, ports.model, ports.orchestrator, key, root / "data")
                 yield Setup(stack, password, broker)
@@ -281,7 +251,7 @@ async def poll(read: Callable[[], Awaitable[T]], check: Callable[[T], bool]) -> 
             return seen, value
         if seen > deadline:
             raise CycleError(f"still {value!r} after {WAIT_S:g} s")
-        due = max(due + POLL_S, seen - POLL_S)
+        due = max(due + POLL_S, seen)  # behind schedule (a slow read): poll again at once
         await asyncio.sleep(max(0.0, due - seen))
 
 
@@ -839,11 +809,6 @@ def checks(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 def notes(results: dict[str, Any], broker_note: str | None) -> list[str]:
     out = [broker_note] if broker_note else []
-    for name, path in results["paths"].items():
-        other = path["cpu_ms_per_part"].get("other", 0.0)
-        cycle = path["cycle_ms"]["p50"] or 0.0
-        if cycle and other > 0.3 * cycle and name != "mqtt":  # mosquitto is "other" in the MQTT path
-            out.append(f"{name}: other processes used {other} ms of CPU per part; figures disturbed")
     log = results.get("log", {})
     if log.get("errors") or log.get("tracebacks"):
         out.append(f"the orchestrator logged {log['errors']} errors: {log['first'][:3]}")
@@ -855,7 +820,12 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         f"Demo station `{STATION}` on {results['machine']['cpus']} CPUs; real orchestrator and model server on "
         f"loopback with OPC UA, Modbus TCP{' and MQTT' if 'mqtt' in paths else ''} enabled; parts one after "
-        "the other, paths in alternating blocks.",
+        "the other, paths in alternating blocks."
+        + (
+            f" Broker: mosquitto, TCP_NODELAY {'on' if results['settings']['broker_tcp_nodelay'] else 'off (Debian default)'}."
+            if "mqtt" in paths
+            else ""
+        ),
         "",
         "| path | client waits by | trigger → result p50 / p99 ms | cycle p50 / p99 ms | parts/s | p50 vs REST | +ms p50 / p99 | orchestrator CPU ms/part | failed |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -893,6 +863,9 @@ def main() -> None:
     parser.add_argument("--parts", type=int, help="parts per path; default 300")
     parser.add_argument("--drain", type=int, help="results queued for the outbox drain; default 1 000")
     parser.add_argument("--block", type=int, default=50, help="parts per block (paths alternate by block)")
+    parser.add_argument(
+        "--broker-nodelay", action="store_true", help="mosquitto with set_tcp_nodelay (Debian's default: off)"
+    )
     parser.add_argument("--port", type=int, default=8592, help="orchestrator port")
     parser.add_argument("--model-port", type=int, default=8593, help="model server port")
     parser.add_argument("--tmp", type=Path, help="where the data directory goes")
@@ -901,6 +874,7 @@ def main() -> None:
     count = args.parts or (100 if args.quick else 300)
     drain = args.drain or (200 if args.quick else 1000)
     started = time.monotonic()
+    logging.getLogger("asyncua").setLevel(logging.ERROR)  # per-session notices (plain-text password, ...)
 
     broker_note = None
     if not MOSQUITTO.exists():
@@ -926,11 +900,12 @@ def main() -> None:
             "opcua_publishing_interval_ms": OPCUA_PUBLISHING_MS,
             "poll_interval_ms": POLL_S * 1000,
             "mqtt_reconnect_max_s": MQTT_RECONNECT_MAX_S,
+            "broker_tcp_nodelay": args.broker_nodelay,
             "heartbeat_s": 1.0,
         },
     }
     report: dict[str, Any] = {}
-    with integrated_stack(ports, drain, args.tmp, args.keep_data, report) as setup:
+    with integrated_stack(ports, drain, args.broker_nodelay, args.tmp, args.keep_data, report) as setup:
         results |= asyncio.run(measure(setup, ports, count, args.block, drain))
     results |= report
     results["ratios"] = compare(results["paths"])

@@ -113,7 +113,12 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def start_orchestrator(
-    data_dir: Path, port: int, model_port: int, key: str, log_file: Path
+    data_dir: Path,
+    port: int,
+    model_port: int,
+    key: str,
+    log_file: Path,
+    extra_env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     env = {
         k: v for k, v in os.environ.items() if not k.startswith("EDGE_")
@@ -126,6 +131,7 @@ def start_orchestrator(
         "EDGE_ORCHESTRATOR_MODEL_SERVER_URL": f"http://127.0.0.1:{model_port}",
         "EDGE_ORCHESTRATOR_LOG_LEVEL": "warning",
         "EDGE_ORCHESTRATOR_MAX_IN_FLIGHT": "64",
+        **(extra_env or {}),
     }
     with log_file.open("ab") as log:
         proc = subprocess.Popen(

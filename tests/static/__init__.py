@@ -1,0 +1,1 @@
+"""Static checks: container packaging (Dockerfiles, compose, bake) and arm64 wheels."""
