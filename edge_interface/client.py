@@ -18,7 +18,7 @@ from edge_interface.errors import SLOW_SENTENCE, FieldError, OrchestratorDown, O
 from edge_interface.metrics import InterfaceMetrics
 from edge_orchestrator import station
 from edge_orchestrator.domain import Inspection
-from edge_orchestrator.integrations.service import LinkStatus
+from edge_orchestrator.integrations.status import LinkStatus
 from edge_orchestrator.outbox import ChannelDepth
 from edge_orchestrator.storage import DiskUsage, InspectionPage, Stats
 

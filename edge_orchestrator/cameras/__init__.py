@@ -1,4 +1,7 @@
-"""Cameras: the Camera protocol and its status, and one settings class plus implementation per camera kind."""
+"""Cameras: the Camera protocol and its status, and one settings class plus implementation per camera kind.
+
+OpenCV and NumPy are imported inside the functions that read frames: station files import these settings
+classes, and the dashboard reads station files without either installed."""
 
 from __future__ import annotations
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import re
 import threading
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
-import cv2
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge_orchestrator.domain import Frame
@@ -156,6 +157,8 @@ def jpeg_size(data: bytes) -> tuple[int, int] | None:
 
 def encode_jpeg(image: np.ndarray[Any, Any], quality: int) -> bytes:
     """JPEG-encode a BGR (or grey) image; CPU-bound, so callers run it off the event loop."""
+    import cv2
+
     ok, buffer = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise ValueError("OpenCV could not encode the image as JPEG")
@@ -166,6 +169,9 @@ def to_jpeg(data: bytes, quality: int) -> tuple[bytes, int, int]:
     """(jpeg, width, height) for encoded image bytes: JPEG kept as-is, anything OpenCV decodes re-encoded.
 
     Raises ValueError when the bytes are not a decodable image. CPU-bound for non-JPEG input."""
+    import cv2
+    import numpy as np
+
     size = jpeg_size(data)
     if size is not None:
         return data, size[0], size[1]

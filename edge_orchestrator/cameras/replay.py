@@ -11,7 +11,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-import cv2
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge_orchestrator.cameras.base import CameraStatus, Health, encode_jpeg, to_jpeg
@@ -127,6 +126,8 @@ class ReplayCamera:
         return _Encoded(jpeg, width, height)
 
     def _open_video(self) -> None:
+        import cv2
+
         video = cv2.VideoCapture(str(self.path))
         ok = video.isOpened() and video.grab()
         video.release()
@@ -181,6 +182,8 @@ class ReplayCamera:
             await asyncio.sleep(due - now)
 
     def _read_video(self) -> _Encoded:
+        import cv2
+
         with self._video_lock:
             if self._video is None:
                 raise CameraError(f"replay camera {self.camera_id!r} is closed")

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import cv2
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge_orchestrator.cameras.base import Backoff, CameraStatus, Health, encode_jpeg, mask_url
@@ -97,6 +98,8 @@ class RtspCameraSettings(BaseModel):
 
 
 def _open_usb(settings: UsbCameraSettings) -> Any:
+    import cv2
+
     cap = cv2.VideoCapture(settings.device, cv2.CAP_V4L2)
     if not cap.isOpened():
         return cap
@@ -120,6 +123,8 @@ def _open_usb(settings: UsbCameraSettings) -> Any:
 
 
 def _open_ffmpeg(url: str, transport: str, timeout_ms: int) -> Any:
+    import cv2
+
     params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms]
     if not url.lower().startswith(("rtsp://", "rtsps://")):
         return cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
@@ -288,6 +293,8 @@ class StreamCamera:
 
     def _session(self) -> tuple[int, str]:
         """Open the source and read until it fails or the camera closes: (frames read, why it ended)."""
+        import cv2
+
         cap = self._open_source()
         try:
             if not cap.isOpened():

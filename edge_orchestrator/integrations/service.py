@@ -8,14 +8,13 @@ import logging
 from pathlib import Path
 from typing import Protocol
 
-from pydantic import BaseModel, Field
-
 from edge_orchestrator.domain import Inspection, TriggerRequest
 from edge_orchestrator.events import EventBus
 from edge_orchestrator.inspector import Inspector
 from edge_orchestrator.integrations import mqtt, webhooks
 from edge_orchestrator.integrations.config import IntegrationsConfig
 from edge_orchestrator.integrations.handshake import Handshake
+from edge_orchestrator.integrations.status import LinkStatus
 from edge_orchestrator.outbox import Outbox
 from edge_orchestrator.station import StationRepository
 
@@ -177,13 +176,3 @@ class Integrations:
                 state = "disconnected" if isinstance(client, mqtt.MqttLink) else "retrying"
             found.append(LinkStatus(name=client.name, up=client.up, state=state, detail=client.problem))
         return found
-
-
-class LinkStatus(BaseModel):
-    name: str = Field(description="opcua, modbus, mqtt or webhook:<name>.")
-    up: bool = Field(
-        description="Listening (OPC UA, Modbus), connected (MQTT), last delivery accepted (webhook)."
-    )
-    state: str = Field(description="PLC handshake state, or the client's connection state.")
-    detail: str | None = Field(default=None, description="The last refusal or error, if any.")
-    results: int | None = Field(default=None, description="Results handed to the PLC since the start.")

@@ -19,7 +19,7 @@ from edge_orchestrator import __version__
 from edge_orchestrator.api.deps import ReadAccess, RuntimeDep
 from edge_orchestrator.domain import utcnow
 from edge_orchestrator.errors import ModelError
-from edge_orchestrator.integrations.service import LinkStatus
+from edge_orchestrator.integrations.status import LinkStatus
 from edge_orchestrator.outbox import ChannelDepth
 from edge_orchestrator.storage import DiskUsage, Stats
 
