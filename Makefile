@@ -68,7 +68,12 @@ MOSQUITTO := /usr/sbin/mosquitto
 $(MOSQUITTO):
 	./deployment/install-debian-packages.sh mosquitto
 
-test: $(VENV)/.installed $(CHROMIUM) $(MOSQUITTO) ## Set up and run the whole test suite
+# The fleet proof (tests/fleet) runs each simulated device as an sshd in its own network namespace.
+SSHD := /usr/sbin/sshd
+$(SSHD):
+	./deployment/install-debian-packages.sh openssh-server iproute2
+
+test: $(VENV)/.installed $(CHROMIUM) $(MOSQUITTO) $(SSHD) ## Set up and run the whole test suite
 	$(VENV)/bin/python -m pytest
 
 test-unit: $(VENV)/.installed ## Unit tests only (seconds)
