@@ -118,7 +118,8 @@ class Broker:
         self._config = data_dir / "mosquitto.conf"
         data_dir.mkdir(parents=True, exist_ok=True)
         self._config.write_text(
-            f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+            # `user root`: as root, mosquitto would switch to `mosquitto`, which cannot write its persistence here
+            f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\nuser root\n"
             f"persistence_location {data_dir}/\nautosave_interval 60\n"
             f"max_queued_messages {max_queued}\nlog_type error\n"
             # Debian's default leaves Nagle on: small messages can wait for a delayed ACK (about 40 ms)

@@ -221,8 +221,10 @@ def mosquitto(port: int, data_dir: Path) -> Iterator[subprocess.Popen[bytes]]:
         )
     data_dir.mkdir(parents=True, exist_ok=True)
     config = data_dir / "mosquitto.conf"
+    # `user root`: started as root, mosquitto would switch to the `mosquitto` user, which cannot write its
+    # persistence file here, and persistent sessions would silently not survive a restart.
     config.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\nuser root\n"
         f"persistence_location {data_dir}/\nautosave_interval 1\nlog_type error\n"
     )
     proc = subprocess.Popen([str(MOSQUITTO), "-c", str(config)], stderr=subprocess.PIPE)
