@@ -28,8 +28,6 @@ import http.client
 import json
 import logging
 import operator
-import os
-import platform
 import secrets
 import shutil
 import socket
@@ -64,7 +62,7 @@ from bench.orchestrator import (
     stop,
     trigger_waited,
 )
-from bench.serving import REPO, checks_table, percentile, start_server
+from bench.serving import REPO, checks_table, machine, percentile, start_server
 from edge_orchestrator.integrations.modbus import (
     CONTROL_RESULT_ACK,
     CONTROL_TRIGGER,
@@ -888,11 +886,7 @@ def main() -> None:
         args.port, args.model_port, free_port(), free_port(), free_port() if broker_note is None else None
     )
     results: dict[str, Any] = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
+        "machine": machine(),
         "settings": {
             "quick": args.quick,
             "parts_per_path": count,

@@ -20,7 +20,6 @@ import http.client
 import json
 import math
 import os
-import platform
 import re
 import resource
 import secrets
@@ -42,7 +41,7 @@ from typing import Any, Protocol
 import httpx
 import numpy as np
 
-from bench.serving import REPO, Block, block, checks_table, percentile, rss_mb, start_server
+from bench.serving import REPO, Block, block, checks_table, machine, percentile, rss_mb, start_server
 
 DEMO = REPO / "demo" / "duck-line"
 MODELS_DIR = REPO / "models"
@@ -874,11 +873,7 @@ def main() -> None:
     )
 
     results: dict[str, Any] = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
+        "machine": machine(),
         "client": "http.client, one keep-alive connection per path (latency); "
         + ("wrk" if load_kind.use_wrk else "http.client threads")
         + " on a fixed schedule (rate, memory)",

@@ -65,6 +65,11 @@ def make_images(count: int, seed: int = 7) -> list[bytes]:
     return images
 
 
+def machine() -> dict[str, Any]:
+    """What every benchmark report says about where it ran."""
+    return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
+
+
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
@@ -234,11 +239,7 @@ def main() -> None:
     settings = ServingSettings()
     images = make_images(args.images)
     results: dict[str, Any] = {
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
+        "machine": machine(),
         "settings": {
             "num_threads": settings.interpreter_threads,
             "pool_size": settings.pool_size,
