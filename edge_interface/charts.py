@@ -140,10 +140,7 @@ def bar_chart(
     ticks = nice_ticks(max(b.value for b in bars), integer=integer)
     scale = plot_h / ticks[-1]
     parts = [_open(width, height, label, testid, "chart-bars")]
-    for tick in ticks:
-        y = top + plot_h - tick * scale
-        parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="{GRID}"/>')
-        parts.append(_text(left - 8, y + 5, fmt(tick), anchor="end", size=13, fill="#475569"))
+    parts.append(_grid(ticks, left, width - right, top + plot_h, scale))
     slot = plot_w / len(bars)
     bar_w = min(slot * 0.6, 110)
     for i, bar in enumerate(bars):
@@ -209,6 +206,18 @@ def horizontal_bars(
     return Markup("".join(parts))
 
 
+def _grid(
+    ticks: Sequence[float], left: float, right_x: float, base_y: float, scale: float, unit: str = ""
+) -> str:
+    """Horizontal grid lines at the ticks, each with its figure on the left axis."""
+    parts = []
+    for tick in ticks:
+        y = base_y - tick * scale
+        parts.append(f'<line x1="{left}" x2="{right_x}" y1="{y:.1f}" y2="{y:.1f}" stroke="{GRID}"/>')
+        parts.append(_text(left - 8, y + 5, fmt(tick, unit), anchor="end", size=13, fill="#475569"))
+    return "".join(parts)
+
+
 def _x_labels(categories: Sequence[str], left: float, slot: float, y: float) -> str:
     every = max(1, math.ceil(len(categories) / 8))  # at most ~8 labels, so they never overlap
     return "".join(
@@ -243,14 +252,11 @@ def stacked_bars(
     ticks = nice_ticks(max(totals), integer=integer)
     scale = plot_h / ticks[-1]
     parts = [_open(width, height, label, testid, "chart-stacked"), _legend(series, left, 18)]
-    for tick in ticks:
-        y = top + plot_h - tick * scale
-        parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="{GRID}"/>')
-        parts.append(_text(left - 8, y + 5, fmt(tick), anchor="end", size=13, fill="#475569"))
+    parts.append(_grid(ticks, left, width - right, top + plot_h, scale))
     slot = plot_w / len(categories)
     bar_w = max(slot * 0.72, 2)
     for i, category in enumerate(categories):
-        y = top + plot_h
+        y = float(top + plot_h)
         for s in series:
             h = (s.values[i] or 0) * scale
             if h <= 0:
@@ -291,10 +297,7 @@ def line_chart(
     scale = plot_h / ticks[-1]
     slot = plot_w / len(categories)
     parts = [_open(width, height, label, testid, "chart-line"), _legend(series, left, 18)]
-    for tick in ticks:
-        y = top + plot_h - tick * scale
-        parts.append(f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" stroke="{GRID}"/>')
-        parts.append(_text(left - 8, y + 5, fmt(tick, unit), anchor="end", size=13, fill="#475569"))
+    parts.append(_grid(ticks, left, width - right, top + plot_h, scale, unit))
     for s in series:
         path: list[str] = []
         previous: tuple[float, float] | None = None

@@ -180,3 +180,15 @@ class Inspection(BaseModel):
 
     def camera(self, camera_id: str) -> CameraResult | None:
         return next((c for c in self.cameras if c.camera_id == camera_id), None)
+
+    def ko_labels(self) -> set[str]:
+        """The labels seen by the cameras that decided KO (stored for the KO-by-label statistics; a PLC's
+        DefectCode is chosen from them)."""
+        labels: set[str] = set()
+        for camera in self.cameras:
+            if camera.decision != Decision.KO or camera.prediction is None:
+                continue
+            labels.update(d.label for d in camera.prediction.detections)
+            if camera.prediction.label is not None:
+                labels.add(camera.prediction.label)
+        return labels

@@ -20,7 +20,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from . import outbox, retention
 from .domain import (
-    CameraResult,
     Decision,
     Inspection,
     ItemState,
@@ -635,9 +634,7 @@ def _row(item: Inspection) -> dict[str, Any]:
             latency = item.timings_ms.get("total")
     ko_labels = None
     if item.decision == Decision.KO:
-        ko_labels = json.dumps(
-            sorted({label for c in item.cameras if c.decision == Decision.KO for label in _labels(c)})
-        )
+        ko_labels = json.dumps(sorted(item.ko_labels()))
     row: dict[str, Any] = {
         "item_id": item.item_id,
         "station_id": item.station_id,
@@ -654,16 +651,6 @@ def _row(item: Inspection) -> dict[str, Any]:
         "body": item.model_dump_json(),
     }
     return row
-
-
-def _labels(camera: CameraResult) -> set[str]:
-    prediction = camera.prediction
-    if prediction is None:
-        return set()
-    labels = {d.label for d in prediction.detections}
-    if prediction.label is not None:
-        labels.add(prediction.label)
-    return labels
 
 
 def _encode_cursor(accepted_at: str, item_id: str) -> str:

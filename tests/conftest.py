@@ -102,13 +102,28 @@ def free_port() -> int:
 
 @contextmanager
 def service(
-    args: list[str], ready_url: str, env: dict[str, str], timeout: float = 60.0
+    args: list[str], ready_url: str, env: dict[str, str], timeout: float = 60.0, log: Path | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A real service process (`python -m <args>`) started from the repo; yields once ready_url answers 200.
 
-    Stopped with SIGTERM (graceful), then SIGKILL if it does not stop in time.
+    Its output goes to `log` when given (for tests of what it logs). Stopped with SIGTERM (graceful), then
+    SIGKILL if it does not stop in time.
     """
-    proc = subprocess.Popen([sys.executable, "-m", *args], cwd=REPO, env={**os.environ, **env})
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(log.open("wb")) if log is not None else None
+        proc = subprocess.Popen(
+            [sys.executable, "-m", *args],
+            cwd=REPO,
+            env={**os.environ, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT if out is not None else None,
+        )
+        yield from _until_stopped(proc, ready_url, timeout)
+
+
+def _until_stopped(
+    proc: subprocess.Popen[bytes], ready_url: str, timeout: float
+) -> Iterator[subprocess.Popen[bytes]]:
     try:
         wait_http(ready_url, proc, timeout)
         yield proc

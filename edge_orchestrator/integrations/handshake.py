@@ -232,7 +232,7 @@ class Handshake:
             return DefectCode.NONE
         if item.decision != Decision.KO:
             return DefectCode.NO_DECISION
-        labels = ko_labels(item)
+        labels = item.ko_labels()
         for label, code in self._defect_codes.items():  # the table's order is the priority
             if label in labels:
                 return code
@@ -268,15 +268,3 @@ class Handshake:
         async with self._lock:
             if self._show is not None:
                 await self._show(self._signals)
-
-
-def ko_labels(item: Inspection) -> set[str]:
-    """The labels seen by the cameras that decided KO (what a defect code is chosen from)."""
-    labels: set[str] = set()
-    for camera in item.cameras:
-        if camera.decision != Decision.KO or camera.prediction is None:
-            continue
-        labels.update(d.label for d in camera.prediction.detections)
-        if camera.prediction.label is not None:
-            labels.add(camera.prediction.label)
-    return labels

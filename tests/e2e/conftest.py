@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,7 +32,6 @@ from tests.conftest import (
     install_station,
     run_orchestrator,
     service,
-    wait_http,
 )
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -114,51 +111,23 @@ RAW_MARKERS = ("Traceback", "Internal Server Error", '"detail"', "{'", "Exceptio
 
 
 @contextmanager
-def run_interface(orchestrator_url: str, **env: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """The real interface process (`python -m edge_interface`) on a loopback port; waits until live."""
+def run_interface(
+    orchestrator_url: str, env: dict[str, str] | None = None, log: Path | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """The real interface process (`python -m edge_interface`) on a loopback port; waits until live. Its output
+    goes to `log` when given (for tests of what it logs)."""
     port = free_port()
     settings = {
         "EDGE_INTERFACE_ORCHESTRATOR_URL": orchestrator_url,
         "EDGE_API_KEY": ORCHESTRATOR_KEY,
         "EDGE_INTERFACE_LOG_LEVEL": "warning",
-        **env,
+        **(env or {}),
     }
     base = f"http://127.0.0.1:{port}"
     with service(
-        ["edge_interface", "--port", str(port)], f"{base}/health/live", settings, timeout=30
+        ["edge_interface", "--port", str(port)], f"{base}/health/live", settings, timeout=30, log=log
     ) as proc:
         yield base, proc
-
-
-@contextmanager
-def run_interface_logged(
-    orchestrator_url: str, log: Path, **env: str
-) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """Like run_interface, with the process's output kept in `log` (for tests of what it logs); the test
-    stops it itself (SIGTERM), this only cleans up after a failure."""
-    port = free_port()
-    settings = {
-        "EDGE_INTERFACE_ORCHESTRATOR_URL": orchestrator_url,
-        "EDGE_API_KEY": ORCHESTRATOR_KEY,
-        "EDGE_INTERFACE_LOG_LEVEL": "warning",
-        **env,
-    }
-    base = f"http://127.0.0.1:{port}"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "edge_interface", "--port", str(port)],
-            cwd=REPO,
-            env={**os.environ, **settings},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            wait_http(f"{base}/health/live", proc, timeout=30)
-            yield base, proc
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=10)
 
 
 @dataclass
@@ -218,7 +187,7 @@ def run_line(
         run_orchestrator(
             tmp / "data", stations_dir, model_server, default_station="duck-line", **(orchestrator_env or {})
         ) as (orchestrator, orchestrator_proc),
-        run_interface(orchestrator, **env) as (interface, _),
+        run_interface(orchestrator, env) as (interface, _),
     ):
         yield Line(model_server, orchestrator, orchestrator_proc, interface, stations_dir)
 

@@ -18,7 +18,7 @@ from tests.e2e.conftest import (
     Ui,
     assert_readable,
     record_figure,
-    run_interface_logged,
+    run_interface,
     run_line,
     shot,
 )
@@ -157,7 +157,7 @@ def test_the_relay_outlives_the_orchestrator_and_the_interface_stops_at_once(
             orchestrator,
             orchestrator_proc,
         ),
-        run_interface_logged(orchestrator, log) as (interface, interface_proc),
+        run_interface(orchestrator, log=log) as (interface, interface_proc),
     ):
         httpx.post(f"{orchestrator}/api/v1/inspections?wait=10", headers=AUTH, timeout=30).raise_for_status()
         page = ui.open(interface)
