@@ -24,7 +24,7 @@ help: ## Show this help
 # The environment for serving, tests and lint; rebuilt when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml | $(UV)
 	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(VENV)
-	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet -e '.[serving,orchestrator,interface,dev]'
+	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet -e '.[serving,orchestrator,interface,hub,dev]'
 	touch $@
 
 $(TRAIN_VENV)/.installed: pyproject.toml | $(UV)
