@@ -12,7 +12,7 @@ export UV_PYTHON_DOWNLOADS := never
 
 UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 
-.PHONY: help run check-config test test-unit lint format bench models fixtures clean lock up down deploy
+.PHONY: help run check-config test test-train test-unit lint format bench models fixtures clean lock up down deploy
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "}; /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -73,8 +73,16 @@ SSHD := /usr/sbin/sshd
 $(SSHD):
 	./deployment/install-debian-packages.sh openssh-server iproute2
 
-test: $(VENV)/.installed $(CHROMIUM) $(MOSQUITTO) $(SSHD) ## Set up and run the whole test suite
+# The hub's storage is tested against a real PostgreSQL server too (Debian's, started by the tests on loopback).
+PG_CTL := /usr/lib/postgresql/15/bin/pg_ctl
+$(PG_CTL):
+	./deployment/install-debian-packages.sh postgresql
+
+test: $(VENV)/.installed $(CHROMIUM) $(MOSQUITTO) $(SSHD) $(PG_CTL) ## Set up and run the whole test suite
 	$(VENV)/bin/python -m pytest
+
+test-train: $(VENV)/.installed $(TRAIN_VENV)/.installed $(PG_CTL) ## Hub dataset export -> model factory training (TensorFlow, slow)
+	$(VENV)/bin/python -m pytest -m train tests/hub
 
 test-unit: $(VENV)/.installed ## Unit tests only (seconds)
 	$(VENV)/bin/python -m pytest tests/unit
@@ -94,6 +102,8 @@ bench: $(VENV)/.installed ## Benchmark in-process vs served latency and throughp
 	$(VENV)/bin/python -m bench.serving --out bench/results
 	$(VENV)/bin/python -m bench.orchestrator --out bench/results
 	$(VENV)/bin/python -m bench.integrations --broker-nodelay --out bench/results
+	@command -v /usr/lib/postgresql/15/bin/pg_ctl >/dev/null || ./deployment/install-debian-packages.sh postgresql
+	$(VENV)/bin/python -m bench.hub --postgres --out bench/results
 
 models: $(TRAIN_VENV)/.installed ## Rebuild the bundled duck models (models/duck-*): generate, train, quantise, cards
 	time $(TRAIN_VENV)/bin/python -m hub.model_factory bundled --out $(MODELS_DIR)
