@@ -61,16 +61,22 @@ class OutboxReport(_Wire):
 class Heartbeat(_Wire):
     """POST /api/v1/ingest/heartbeat (device token)."""
 
-    device_id: str = Field(min_length=1, max_length=64, description="Must be the device the token was issued to.")
+    device_id: str = Field(
+        min_length=1, max_length=64, description="Must be the device the token was issued to."
+    )
     sent_at: datetime
-    interval_s: float = Field(gt=0, description="When the next heartbeat is due: the hub's online/stale clock.")
+    interval_s: float = Field(
+        gt=0, description="When the next heartbeat is due: the hub's online/stale clock."
+    )
     version: str = Field(description="The orchestrator's version.")
     station_id: str | None = None
     station_revision: str | None = None
     models: list[ModelRef] = Field(default_factory=list)
     health: HealthReport
     disk: DiskReport
-    since: datetime = Field(description="Start of the counts window: the previous acknowledged beat (or the start).")
+    since: datetime = Field(
+        description="Start of the counts window: the previous acknowledged beat (or the start)."
+    )
     counts: Counts
     outbox: list[OutboxReport] = Field(default_factory=list)
 
@@ -98,4 +104,6 @@ class ResultBatch(_Wire):
 
 class IngestReceipt(_Wire):
     accepted: int = Field(description="Results stored now (new items, or verdicts applied).")
-    duplicates: int = Field(description="Results the hub already had (a repeat after a lost answer): ignored.")
+    duplicates: int = Field(
+        description="Results the hub already had (a repeat after a lost answer): ignored."
+    )
