@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the edge stack on this machine in the foreground: model server (8501), orchestrator (8000) on the demo
-# station, and the line dashboard (8080). Ctrl-C stops everything. Used by `make run`; settings come from EDGE_*
-# environment variables.
+# station, the line dashboard (8080), and a fleet hub (8100) this device reports to. Ctrl-C stops everything.
+# Used by `make run`; settings come from EDGE_* and HUB_* environment variables (EDGE_DEMO_HUB=0: no hub).
 set -euo pipefail
 
 PY=${PY:-.venv/bin/python}
@@ -58,6 +58,20 @@ PYEOF
   export EDGE_ORCHESTRATOR_INTEGRATIONS_FILE=$integrations
 fi
 
+# The fleet hub (docs/hub.md), in data/hub, with this device registered once: its token in data/hub-token (0600).
+export EDGE_ORCHESTRATOR_DEVICE_ID=${EDGE_ORCHESTRATOR_DEVICE_ID:-$(hostname)}
+if [[ "${EDGE_DEMO_HUB:-1}" != 0 && -z "${EDGE_ORCHESTRATOR_HUB_URL:-}" ]]; then
+  export HUB_DATA_DIR=${HUB_DATA_DIR:-$DATA_DIR/hub}
+  if [[ ! -s "$DATA_DIR/hub-token" || ! -e "$HUB_DATA_DIR/hub.db" ]]; then
+    "$PY" -m hub register "$EDGE_ORCHESTRATOR_DEVICE_ID" --site demo --line duck-line-1 \
+      --description "make run on $(hostname)" --token-file "$DATA_DIR/hub-token"
+  fi
+  "$PY" -m hub --port 8100 & pids+=($!)
+  wait_ready "hub" http://127.0.0.1:8100/health/ready
+  export EDGE_ORCHESTRATOR_HUB_URL=http://127.0.0.1:8100 EDGE_ORCHESTRATOR_HUB_TOKEN_FILE=$DATA_DIR/hub-token
+  hub_note="fleet hub      http://127.0.0.1:8100/   admin key in $HUB_DATA_DIR/admin-key (mode 0600)"
+fi
+
 "$PY" -m edge_model_serving --models-dir "$MODELS_DIR" --port 8501 & pids+=($!)
 wait_ready "model server" http://127.0.0.1:8501/health/ready
 "$PY" -m edge_orchestrator --port 8000 & pids+=($!)
@@ -88,6 +102,7 @@ cat <<MSG
     OPC UA (PLC)   opc.tcp://127.0.0.1:4840/edge/  user plc, password in $DATA_DIR/opcua-plc-password
     Modbus (PLC)   127.0.0.1:5020, register map in docs/plc-modbus.md
     ${mqtt_note:-integrations from $EDGE_ORCHESTRATOR_INTEGRATIONS_FILE}
+    ${hub_note:-hub            ${EDGE_ORCHESTRATOR_HUB_URL:-off}}
 
   Inspect one duck and wait for the decision:
     curl -s -X POST 'http://127.0.0.1:8000/api/v1/inspections?wait=5' \\
