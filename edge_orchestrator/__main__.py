@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import uvicorn
+from pydantic import ValidationError
 
 from edge_orchestrator.api.app import create_app
 from edge_orchestrator.errors import IntegrationError, StationError
@@ -86,7 +87,11 @@ def main(argv: list[str] | None = None) -> None:
 
     checks = ("check_config", "check_integrations")
     overrides = {k: v for k, v in vars(args).items() if v is not None and k not in checks}
-    settings = OrchestratorSettings(**overrides)
+    try:
+        settings = OrchestratorSettings(**overrides)
+    except ValidationError as exc:  # the variables' names and what is wrong, not a traceback
+        print(f"invalid settings (EDGE_ORCHESTRATOR_*): {exc}", file=sys.stderr)
+        sys.exit(2)
     integrations = settings.integrations_file
     if integrations is not None and check_integrations(integrations, secrets_required=True) != 0:
         sys.exit(1)  # said above, with locations: better than a traceback from the lifespan

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from pydantic import JsonValue
@@ -79,6 +79,7 @@ class Inspector:
         self._active: ActiveStation | None = None
         self._switch_lock = asyncio.Lock()
         self._in_flight: dict[str, asyncio.Task[None] | None] = {}
+        self._accepted_at: dict[str, datetime] = {}  # of the items in flight
         self._waiters: dict[str, list[asyncio.Future[Inspection]]] = {}
         self._accepting = True
         self._periodic: asyncio.Task[None] | None = None
@@ -116,6 +117,11 @@ class Inspector:
     @property
     def depth(self) -> int:
         return len(self._in_flight)
+
+    def settled_until(self) -> datetime:
+        """Every item decided before this instant is stored: now, or the oldest item in flight's acceptance
+        (an item is decided after it is accepted). The hub's heartbeat counts stop here, so none is missed."""
+        return min([utcnow(), *self._accepted_at.values()])
 
     async def submit_once(self, trigger: TriggerRequest, source: str, key: str) -> tuple[Inspection, bool]:
         """Like submit(), but a repeat of `key` within the idempotency window returns the first item instead
@@ -172,6 +178,7 @@ class Inspector:
             accepted_at=not_before,
         )
         self._in_flight[item.item_id] = None  # hold the slot across the await below
+        self._accepted_at[item.item_id] = not_before
         self._metrics.queue_depth.set(len(self._in_flight))
         active.acquire()  # released when the item is done
         try:
@@ -179,6 +186,7 @@ class Inspector:
         except BaseException:
             active.release()
             self._in_flight.pop(item.item_id, None)
+            self._accepted_at.pop(item.item_id, None)
             self._metrics.queue_depth.set(len(self._in_flight))
             raise
         self._events.publish("item.accepted", _summary(item))
@@ -228,6 +236,7 @@ class Inspector:
         finally:
             active.release()
             self._in_flight.pop(item.item_id, None)
+            self._accepted_at.pop(item.item_id, None)
             self._metrics.queue_depth.set(len(self._in_flight))
 
     async def _finish(self, inspected: Inspected, active: ActiveStation) -> None:

@@ -34,19 +34,26 @@ class OrchestratorMetrics:
         )
         self.outbox_pending = Gauge(
             "edge_outbox_pending",
-            "Messages waiting in the outbox, by channel (mqtt, webhook:<name>).",
+            "Messages waiting in the outbox, by channel (mqtt, webhook:<name>, hub).",
             ["channel"],
             registry=self.registry,
         )
         self.integration_up = Gauge(
             "edge_integration_up",
-            "1 when an integration is up: OPC UA/Modbus listening, MQTT connected, a webhook's last delivery OK.",
+            "1 when an integration is up: OPC UA/Modbus listening, MQTT connected, a webhook's last delivery OK, "
+            "the hub taking heartbeats and results.",
             ["link"],
             registry=self.registry,
         )
         self.outbox_parked = Gauge(
             "edge_outbox_parked",
             "Messages a receiver refused for good, kept in the outbox, by channel.",
+            ["channel"],
+            registry=self.registry,
+        )
+        self.outbox_dropped = Gauge(
+            "edge_outbox_dropped",
+            "Messages the outbox quota dropped (OK results first) since the device was set up, by channel.",
             ["channel"],
             registry=self.registry,
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, AnyHttpUrl, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -69,3 +69,43 @@ class OrchestratorSettings(BaseSettings):
         description="How the device is wired into the line: PLC handshakes, MQTT, webhooks, recipes (YAML).",
     )
     log_level: str = Field(default="info", description="debug, info, warning or error.")
+    outbox_quota_mb: float = Field(
+        default=512,
+        gt=0,
+        description="The outbox (results waiting for MQTT, webhooks, the hub) may hold this many MiB; over it "
+        "the oldest OK results go first, then the oldest others. Checked with retention.",
+    )
+    hub_url: AnyHttpUrl | None = Field(
+        default=None, description="The fleet hub (e.g. http://hub:8100); empty: no heartbeats, no uploads."
+    )
+    hub_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("EDGE_ORCHESTRATOR_HUB_TOKEN", "EDGE_HUB_TOKEN", "hub_token"),
+        description="This device's token on the hub (`python -m hub register`); else read from hub_token_file.",
+    )
+    hub_token_file: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices(
+            "EDGE_ORCHESTRATOR_HUB_TOKEN_FILE", "EDGE_HUB_TOKEN_FILE", "hub_token_file"
+        ),
+    )
+    hub_heartbeat_s: float = Field(
+        default=30.0, gt=0, le=3600, description="How often the hub hears from us."
+    )
+    hub_ok_image_share: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="Share of OK items whose images go to the hub (chosen from the item id, so always the same "
+        "items); KO, NO_DECISION and overridden items always send theirs.",
+    )
+    hub_timeout_s: float = Field(default=10.0, gt=0, le=300, description="Per request to the hub.")
+
+    @model_validator(mode="after")
+    def _hub_needs_a_token(self) -> OrchestratorSettings:
+        if self.hub_url is not None and self.hub_token is None and self.hub_token_file is None:
+            raise ValueError(
+                "hub_url is set but there is no hub token: set EDGE_HUB_TOKEN (or EDGE_ORCHESTRATOR_HUB_TOKEN) "
+                "or EDGE_ORCHESTRATOR_HUB_TOKEN_FILE to the token `python -m hub register` gave this device"
+            )
+        return self

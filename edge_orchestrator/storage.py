@@ -118,6 +118,12 @@ _MIGRATIONS = [
         WHERE idempotency_key IS NOT NULL;
     """
     + outbox.SCHEMA,
+    # The outbox quota; counts by decision time (the hub's heartbeats); small durable device state.
+    outbox.QUOTA_SCHEMA
+    + """
+    CREATE INDEX items_decided ON items (decided_at, decision) WHERE decided_at IS NOT NULL;
+    CREATE TABLE device_state (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+    """,
 ]
 _COLUMNS = (
     "item_id, station_id, state, decision, part_id, accepted_at, decided_at,"
@@ -168,6 +174,11 @@ class Store:
         self._conn: sqlite3.Connection | None = None
         self._read_executor: ThreadPoolExecutor | None = None
         self._read_conn: sqlite3.Connection | None = None
+        self._verdicts: outbox.Outbox | None = None
+
+    def queue_verdicts(self, box: outbox.Outbox) -> None:
+        """From now on each verdict queues its messages (the hub's) in `box`, in the verdict's transaction."""
+        self._verdicts = box
 
     async def __aenter__(self) -> Self:
         await self.open()
@@ -306,11 +317,16 @@ class Store:
     async def set_verdict(
         self, item_id: str, decision: Decision, reason: str | None, operator: str | None
     ) -> Inspection:
-        """Record (or replace) an operator's verdict on a decided item."""
+        """Record (or replace) an operator's verdict on a decided item, with its outbox messages if any."""
         _check_id(item_id)
         if decision not in (Decision.OK, Decision.KO):
             raise InvalidVerdictError(f"a verdict is OK or KO, not {decision}")
-        return await self._call(self._set_verdict, item_id, decision, reason, operator)
+        box = self._verdicts
+        messages = box.verdict_entries if box is not None else None
+        item = await self._call(self._set_verdict, item_id, decision, reason, operator, messages)
+        if box is not None:
+            box.notify()
+        return item
 
     async def image_file(self, item_id: str, camera_id: str) -> Path:
         """The stored image's path, taken from the database row (never from the caller's input)."""
@@ -569,6 +585,7 @@ class Store:
         decision: Decision,
         reason: str | None,
         operator: str | None,
+        messages: Messages | None,
     ) -> Inspection:
         with transaction(conn):
             row = conn.execute("SELECT body FROM items WHERE item_id = ?", (item_id,)).fetchone()
@@ -595,6 +612,8 @@ class Store:
             conn.execute(
                 "UPDATE images SET protected = ? WHERE item_id = ?", (retention.protected(item), item_id)
             )
+            if messages is not None:
+                outbox.insert(conn, messages(item))
         return retention.with_pruned(conn, [item])[0]
 
     def _image_file(self, conn: sqlite3.Connection, item_id: str, camera_id: str) -> Path:

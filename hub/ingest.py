@@ -30,6 +30,8 @@ from hub.schema import devices, heartbeats, images, results
 
 CAMERA_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 _MAGIC = {b"\xff\xd8\xff": "jpg", b"\x89PNG\r\n\x1a\n": "png"}
+# A repeated heartbeat replaces the one it repeats when that one arrived at most this long ago.
+REPEAT_WINDOW = timedelta(days=1)
 # Old heartbeats are deleted at most this often (a DELETE per beat would cost more than the beat).
 PRUNE_EVERY_S = 600.0
 
@@ -123,6 +125,16 @@ class Ingest:
                     station_id=beat.station_id[:64] if beat.station_id else None,
                     ready=beat.health.ready,
                     heartbeat=beat.model_dump(mode="json"),
+                )
+            )
+            # A beat whose answer was lost is repeated by the next one (same `since`, a wider window): the
+            # repeat replaces it, so summing the history never counts a decision twice. Such repeats come within
+            # a few intervals; the time bound keeps the delete on the (device, received_at) index.
+            conn.execute(
+                delete(heartbeats).where(
+                    heartbeats.c.device_id == device_id,
+                    heartbeats.c.received_at >= received_at - REPEAT_WINDOW,
+                    heartbeats.c.since == to_db_time(beat.since),
                 )
             )
             conn.execute(

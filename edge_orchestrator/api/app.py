@@ -33,8 +33,10 @@ from edge_orchestrator.errors import (
     StorageError,
 )
 from edge_orchestrator.events import EventBus
+from edge_orchestrator.hub_link import CHANNEL as HUB_CHANNEL
+from edge_orchestrator.hub_link import HubLink, read_token
 from edge_orchestrator.inspector import Inspector
-from edge_orchestrator.integrations.config import load_integrations
+from edge_orchestrator.integrations.config import IntegrationsConfig, load_integrations
 from edge_orchestrator.integrations.service import Integrations, OrchestratorLine, channels
 from edge_orchestrator.metrics import OrchestratorMetrics
 from edge_orchestrator.model_client import ModelClient
@@ -114,6 +116,10 @@ def _install_error_handlers(app: FastAPI) -> None:
 async def _retention(runtime: Runtime, interval_s: float) -> None:
     while True:
         await asyncio.sleep(interval_s)
+        try:  # the outbox's quota holds with or without a station (its warning says what went)
+            await runtime.outbox.enforce_quota(runtime.settings.outbox_quota_mb)
+        except Exception:
+            log.exception("outbox quota check failed")
         station = runtime.inspector.station
         if station is None:
             continue
@@ -123,6 +129,33 @@ async def _retention(runtime: Runtime, interval_s: float) -> None:
                 log.info("retention: %s", report)
         except Exception:
             log.exception("retention failed")
+
+
+def _outbox(store: Store, device_id: str, config: IntegrationsConfig | None, *, hub: bool) -> Outbox:
+    """One channel per destination; the hub's also takes operators' verdicts (in the verdict's transaction)."""
+    outbox = Outbox(
+        store,
+        device_id,
+        [*(channels(config) if config else []), *([HUB_CHANNEL] if hub else [])],
+        verdict_channels=[HUB_CHANNEL],
+    )
+    store.queue_verdicts(outbox)
+    return outbox
+
+
+def _hub_link(runtime: Runtime, token: str) -> HubLink:
+    settings = runtime.settings
+    return HubLink(
+        str(settings.hub_url),
+        token,
+        device_id=settings.device_id,
+        store=runtime.store,
+        outbox=runtime.outbox,
+        state=lambda: system.device_state(runtime),
+        heartbeat_s=settings.hub_heartbeat_s,
+        ok_image_share=settings.hub_ok_image_share,
+        timeout_s=settings.hub_timeout_s,
+    )
 
 
 def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
@@ -140,9 +173,12 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         config = None
         if settings.integrations_file is not None:
             config = await asyncio.to_thread(load_integrations, settings.integrations_file)
+        hub_token = None
+        if settings.hub_url is not None:  # before anything starts: a missing token file is a start error
+            hub_token = await asyncio.to_thread(read_token, settings.hub_token, settings.hub_token_file)
         store = Store(settings.data_dir)
         await store.open()
-        outbox = Outbox(store, settings.device_id, channels(config) if config else [])
+        outbox = _outbox(store, settings.device_id, config, hub=hub_token is not None)
         models = ModelClient(settings.model_server_url, settings.model_connect_timeout_s)
         events, metrics = EventBus(), OrchestratorMetrics()
         inspector = Inspector(
@@ -162,15 +198,17 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         app.state.runtime = runtime
         await inspector.recover()
         await _activate_initial(runtime)
+        hub = _hub_link(runtime, hub_token) if hub_token is not None else None
         integrations = None
-        if config is not None and settings.integrations_file is not None:
+        if config is not None or hub is not None:
             integrations = Integrations(
-                config,
-                settings.integrations_file.parent,
+                config or IntegrationsConfig(),
+                settings.integrations_file.parent if settings.integrations_file else settings.data_dir,
                 OrchestratorLine(inspector, repository),
                 events,
                 outbox,
                 settings.device_id,
+                hub,
             )
             await integrations.start()
             runtime.integrations = integrations

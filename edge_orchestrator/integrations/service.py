@@ -1,4 +1,5 @@
-"""Starts and stops what the integrations file asks for, and gives the PLC handshakes the orchestrator."""
+"""Starts and stops what the integrations file asks for (and the hub link), and gives the PLC handshakes the
+orchestrator."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Protocol
 
 from edge_orchestrator.domain import Inspection, TriggerRequest
 from edge_orchestrator.events import EventBus
+from edge_orchestrator.hub_link import HubLink
 from edge_orchestrator.inspector import Inspector
 from edge_orchestrator.integrations import mqtt, webhooks
 from edge_orchestrator.integrations.config import IntegrationsConfig
@@ -76,8 +78,10 @@ class Integrations:
         events: EventBus,
         outbox: Outbox,
         device_id: str,
+        hub: HubLink | None = None,
     ) -> None:
         self._config = config
+        self._hub = hub
         self._base_dir = base_dir
         self._line = line
         self._events = events
@@ -115,6 +119,8 @@ class Integrations:
             )
         for client in self._clients:
             await self._add(client)
+        if self._hub is not None:
+            await self._add(self._hub)
         for settings, source in ((config.opcua, "opcua"), (config.modbus, "modbus")):
             if settings is None:
                 continue
@@ -175,4 +181,6 @@ class Integrations:
             if not client.up:
                 state = "disconnected" if isinstance(client, mqtt.MqttLink) else "retrying"
             found.append(LinkStatus(name=client.name, up=client.up, state=state, detail=client.problem))
+        if self._hub is not None:
+            found.append(self._hub.status())
         return found

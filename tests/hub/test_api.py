@@ -158,6 +158,12 @@ def test_a_heartbeat_updates_the_device_and_is_kept_in_the_history(
         tmp_path / "hub", "SELECT ok, ko, no_decision, ready, outbox_pending FROM heartbeats ORDER BY id"
     )
     assert history == [(28, 2, 0, 1, 3), (28, 2, 0, 0, 3)]
+    # when the answer to the second was lost and the device repeats its window, wider (same `since`)
+    repeat = {**second, "counts": {"ok": 40, "ko": 3, "no_decision": 1}}
+    assert hub_app.post("/api/v1/ingest/heartbeat", json=repeat, headers=bearer(token)).status_code == 200
+    # then the repeat replaces the beat it repeats: the history never counts a decision twice
+    history = rows(tmp_path / "hub", "SELECT ok, ko, no_decision FROM heartbeats ORDER BY id")
+    assert history == [(28, 2, 0), (40, 3, 1)]
     # and a beat that does not parse is a 422 with the field's path
     broken = hub_app.post(
         "/api/v1/ingest/heartbeat", json={**heartbeat("pi-1"), "interval_s": -1}, headers=bearer(token)

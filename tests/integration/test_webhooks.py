@@ -139,7 +139,9 @@ def test_a_rejected_message_is_parked_and_the_queue_moves_on(tmp_path: Path, mod
         assert receiver.delivered() == [decided[0], decided[2]]
         assert sum(1 for _, body, _ in receiver.requests if json.loads(body)["part_id"] == "BAD") == 3
         outbox = httpx.get(f"{base}/api/v1/system", headers=AUTH).json()["outbox"]
-        assert outbox == [{"channel": "webhook:mes", "pending": 0, "parked": 1, "oldest_pending_at": None}]
+        assert outbox == [
+            {"channel": "webhook:mes", "pending": 0, "parked": 1, "oldest_pending_at": None, "dropped": 0}
+        ]
         metrics = httpx.get(f"{base}/metrics").text
         assert 'edge_outbox_parked{channel="webhook:mes"} 1.0' in metrics
         [link] = httpx.get(f"{base}/api/v1/system", headers=AUTH).json()["integrations"]

@@ -1,4 +1,4 @@
-"""Health, metrics, statistics, the event stream and the system overview."""
+"""Health, metrics, statistics, the event stream, the system overview, and the device state heartbeats carry."""
 
 from __future__ import annotations
 
@@ -19,9 +19,11 @@ from edge_orchestrator import __version__
 from edge_orchestrator.api.deps import ReadAccess, RuntimeDep
 from edge_orchestrator.domain import utcnow
 from edge_orchestrator.errors import ModelError
+from edge_orchestrator.hub_link import DeviceState
 from edge_orchestrator.integrations.status import LinkStatus
 from edge_orchestrator.outbox import ChannelDepth
 from edge_orchestrator.storage import DiskUsage, Stats
+from edge_orchestrator.telemetry import HealthReport, ModelRef
 
 router = APIRouter()
 
@@ -52,6 +54,35 @@ async def _readiness(runtime: RuntimeDep) -> Readiness:
     )
 
 
+async def device_state(runtime: RuntimeDep) -> DeviceState:
+    """What the hub's heartbeat says about the device: station, models per camera, health as /health/ready."""
+    settled_until = runtime.inspector.settled_until()
+    readiness = await _readiness(runtime)
+    problems: list[str] = []
+    if readiness.station is None:
+        problems.append("no station is active")
+    if readiness.model_server != "ready":
+        problems.append(readiness.model_server)
+    problems += [f"camera {c}: {why}" for c, why in readiness.cameras.items() if why != "ok"]
+    station = runtime.inspector.station
+    cameras: dict[tuple[str, str], list[str]] = {}
+    for camera in station.cameras if station is not None else []:
+        version = str(camera.model.version) if camera.model.version is not None else "latest"
+        if camera.model.version is None:  # what "latest" is now, as the model server says
+            with contextlib.suppress(ModelError):
+                description = await runtime.models.describe(camera.model.name)
+                ready = description.version(None) if description is not None else None
+                version = str(ready.version) if ready is not None else version
+        cameras.setdefault((camera.model.name, version), []).append(camera.id)
+    return DeviceState(
+        station_id=station.id if station else None,
+        station_revision=station.revision if station else None,
+        models=[ModelRef(name=n, version=v, cameras=ids) for (n, v), ids in cameras.items()],
+        health=HealthReport(ready=readiness.ready, problems=problems),
+        settled_until=settled_until,
+    )
+
+
 @router.get("/health/ready", tags=["health"], responses={503: {"model": Readiness}})
 async def ready(runtime: RuntimeDep) -> JSONResponse:
     """Ready: a station is active, the model server answers, and every camera of the station answers."""
@@ -67,12 +98,14 @@ async def metrics(runtime: RuntimeDep) -> Response:
     ) in runtime.outbox.channels:  # an emptied channel has no rows: show it as 0, not as its last value
         runtime.metrics.outbox_pending.labels(name).set(0)
         runtime.metrics.outbox_parked.labels(name).set(0)
+        runtime.metrics.outbox_dropped.labels(name).set(0)
     if runtime.integrations is not None:
         for link in runtime.integrations.status():
             runtime.metrics.integration_up.labels(link.name).set(int(link.up))
     for channel in await runtime.outbox.depth():
         runtime.metrics.outbox_pending.labels(channel.channel).set(channel.pending)
         runtime.metrics.outbox_parked.labels(channel.channel).set(channel.parked)
+        runtime.metrics.outbox_dropped.labels(channel.channel).set(channel.dropped)
     return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -126,9 +159,12 @@ class SystemInfo(BaseModel):
     storage_policy: dict[str, Any] | None
     event_subscribers: int
     outbox: list[ChannelDepth] = Field(
-        description="Messages waiting for MQTT and each webhook (pending) or refused for good (parked)."
+        description="Messages waiting for MQTT, each webhook and the hub (pending), refused for good (parked), "
+        "or dropped by the outbox quota (dropped)."
     )
-    integrations: list[LinkStatus] = Field(description="PLC handshakes, MQTT and webhooks, and their state.")
+    integrations: list[LinkStatus] = Field(
+        description="PLC handshakes, MQTT, webhooks and the hub, and their state."
+    )
 
 
 @router.get("/api/v1/system", tags=["system"], dependencies=[ReadAccess])
