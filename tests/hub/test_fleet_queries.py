@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import Connection, Engine, create_engine, insert
 
 from edge_orchestrator.telemetry import Heartbeat
-from hub import fleet
+from hub import fleet, fleet_results
 from hub.fleet import Thresholds
 from hub.schema import devices, heartbeats, images, metadata, results
 from tests.hub.conftest import Postgres
@@ -349,12 +349,12 @@ def test_recent_kos_newest_first_with_their_images_and_boxes(engine: Engine) -> 
         newer = add_result(conn, "lyon-1-a", "KO", NOW - timedelta(minutes=1), verdict="OK")
         add_result(conn, "lyon-1-b", "KO", NOW)
 
-        kos = fleet.device_results(conn, "lyon-1-a", decision="KO", limit=20)
-        latest = fleet.device_results(conn, "lyon-1-a", limit=1)
-        detail = fleet.result(conn, older)
-        path = fleet.image_path(conn, older, "top")
-        missing = fleet.image_path(conn, newer, "top")
-        unknown = fleet.result(conn, str(uuid.uuid4()))
+        kos = fleet_results.device_results(conn, "lyon-1-a", decision="KO", limit=20)
+        latest = fleet_results.device_results(conn, "lyon-1-a", limit=1)
+        detail = fleet_results.result(conn, older)
+        path = fleet_results.image_path(conn, older, "top")
+        missing = fleet_results.image_path(conn, newer, "top")
+        unknown = fleet_results.result(conn, str(uuid.uuid4()))
 
     assert [r.item_id for r in kos] == [newer, older]
     assert (kos[0].verdict, kos[0].overridden, kos[0].final) == ("OK", True, "OK")

@@ -13,10 +13,11 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import Connection
 
-from hub import fleet
+from hub import fleet, fleet_results
 from hub.api.deps import ReaderAccess, RuntimeDep
 from hub.errors import NotFoundError
-from hub.fleet import DecisionName, DeviceRow, Fleet, Kpis, ResultDetail, ResultSummary, Thresholds, Trends
+from hub.fleet import DeviceRow, Fleet, Kpis, Thresholds, Trends
+from hub.fleet_results import DecisionName, ResultDetail, ResultSummary
 
 router = APIRouter(prefix="/api/v1", tags=["fleet"], dependencies=[ReaderAccess])
 
@@ -89,7 +90,7 @@ async def get_device_results(
     def read(conn: Connection) -> list[ResultSummary] | None:
         if not fleet.device_exists(conn, device_id):
             return None
-        return fleet.device_results(conn, device_id, decision=decision, limit=limit)
+        return fleet_results.device_results(conn, device_id, decision=decision, limit=limit)
 
     found = await runtime.db.run(read)
     if found is None:
@@ -118,7 +119,7 @@ async def get_device_trends(
 @router.get("/results/{item_id}", response_model=ResultDetail)
 async def get_result(runtime: RuntimeDep, item_id: str) -> ResultDetail:
     """One result as received, with the item the device sent."""
-    found = await runtime.db.run(lambda conn: fleet.result(conn, item_id))
+    found = await runtime.db.run(lambda conn: fleet_results.result(conn, item_id))
     if found is None:
         raise ResultNotFoundError(f"The hub has no result for item {item_id!r}.")
     return found
@@ -131,7 +132,7 @@ async def get_result(runtime: RuntimeDep, item_id: str) -> ResultDetail:
 )
 async def get_image(runtime: RuntimeDep, item_id: str, camera_id: str) -> FileResponse:
     """A camera's image of an item, as the device uploaded it."""
-    relative = await runtime.db.run(lambda conn: fleet.image_path(conn, item_id, camera_id))
+    relative = await runtime.db.run(lambda conn: fleet_results.image_path(conn, item_id, camera_id))
     folder = runtime.images_dir
     path = await asyncio.to_thread(_inside, folder, relative) if relative else None
     if path is None:
