@@ -48,7 +48,7 @@ deploy: $(VENV)/.installed ## Roll the edge out to a fleet: make deploy INVENTOR
 	cd hub/ansible && ../../$(VENV)/bin/ansible-playbook -i $(abspath $(INVENTORY)) deploy_edge.yml $(ANSIBLE_ARGS)
 
 # Locked requirements per image (and `edge` for devices without Docker), for linux on amd64 and arm64.
-LOCKS := model-serving:serving orchestrator:orchestrator interface:interface edge:serving,orchestrator,interface
+LOCKS := model-serving:serving orchestrator:orchestrator interface:interface hub:hub edge:serving,orchestrator,interface
 lock: | $(UV) ## Re-lock deployment/requirements/*.txt from pyproject.toml
 	@for spec in $(LOCKS); do name=$${spec%%:*}; extras=$${spec#*:}; \
 		$(UV) pip compile pyproject.toml $$(for e in $${extras//,/ }; do echo --extra $$e; done) \

@@ -1,8 +1,10 @@
-# Multi-arch edge images: `docker buildx bake -f deployment/docker-bake.hcl` from the repository root (paths below
-# are relative to it). Every image is built for linux/amd64 and linux/arm64 (Raspberry Pi 4/5) and tagged with
-# the project version and the git commit. Examples (docs/containers.md):
+# Multi-arch images: `docker buildx bake -f deployment/docker-bake.hcl` from the repository root (paths below are
+# relative to it). Every image is built for linux/amd64 and linux/arm64 (Raspberry Pi 4/5) and tagged with the
+# project version and the git commit. The default group is what edge devices run; `all` adds the fleet hub, which
+# runs on the hub machine (the target `hub` alone builds only it). Examples (docs/containers.md):
 #   REGISTRY=registry.example:5000/vio-edge GIT_SHA=$(git rev-parse --short HEAD) \
-#     docker buildx bake -f deployment/docker-bake.hcl --push
+#     docker buildx bake -f deployment/docker-bake.hcl --push all
+#   docker buildx bake -f deployment/docker-bake.hcl hub                                     # the hub alone
 #   docker buildx bake -f deployment/docker-bake.hcl --set '*.platform=linux/amd64' --load   # one arch, local
 # Behind a TLS-inspecting proxy add: --set '*.secrets=id=pip_cert,src=/etc/ssl/certs/ca-certificates.crt'
 
@@ -27,10 +29,16 @@ variable "BASE_IMAGE" {
 }
 
 group "default" {
+  # The edge images: what a device pulls.
   targets = ["model-serving", "orchestrator", "interface"]
 }
 
-target "_edge" {
+group "all" {
+  # No group named "hub": groups and targets share one namespace in bake, and the target already has the name.
+  targets = ["model-serving", "orchestrator", "interface", "hub"]
+}
+
+target "_image" {
   context   = "."
   platforms = ["linux/amd64", "linux/arm64"]
   args = {
@@ -45,19 +53,25 @@ target "_edge" {
 }
 
 target "model-serving" {
-  inherits   = ["_edge"]
+  inherits   = ["_image"]
   dockerfile = "deployment/Dockerfile.model-serving"
   tags       = ["${REGISTRY}/model-serving:${VERSION}", "${REGISTRY}/model-serving:${VERSION}-${GIT_SHA}"]
 }
 
 target "orchestrator" {
-  inherits   = ["_edge"]
+  inherits   = ["_image"]
   dockerfile = "deployment/Dockerfile.orchestrator"
   tags       = ["${REGISTRY}/orchestrator:${VERSION}", "${REGISTRY}/orchestrator:${VERSION}-${GIT_SHA}"]
 }
 
 target "interface" {
-  inherits   = ["_edge"]
+  inherits   = ["_image"]
   dockerfile = "deployment/Dockerfile.interface"
   tags       = ["${REGISTRY}/interface:${VERSION}", "${REGISTRY}/interface:${VERSION}-${GIT_SHA}"]
+}
+
+target "hub" {
+  inherits   = ["_image"]
+  dockerfile = "deployment/Dockerfile.hub"
+  tags       = ["${REGISTRY}/hub:${VERSION}", "${REGISTRY}/hub:${VERSION}-${GIT_SHA}"]
 }

