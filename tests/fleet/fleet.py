@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import secrets
@@ -14,6 +15,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -106,6 +108,23 @@ class Fleet:
             "-o",
             "ConnectTimeout=5",
         ]
+
+    def hub_env(self) -> dict[str, Any]:
+        """A hub's settings (HUB_*) to roll out to this fleet: its inventory, vault and the same ansible settings
+        as `playbook` (the vault through HUB_VAULT_PASSWORD_FILE, not ansible's variable)."""
+        keep = (
+            "ANSIBLE_SSH_CONTROL_PATH_DIR",
+            "ANSIBLE_LOCAL_TEMP",
+            "ANSIBLE_NOCOLOR",
+            "ANSIBLE_FORCE_COLOR",
+        )
+        return {
+            "HUB_DATA_DIR": str(self.work / "hub"),
+            "HUB_ANSIBLE_DIR": str(ANSIBLE_DIR),
+            "HUB_INVENTORY": str(self.inventory),
+            "HUB_VAULT_PASSWORD_FILE": str(self.work / "vault-password"),
+            "HUB_ANSIBLE_EXTRA_ENV": json.dumps({k: self.env[k] for k in keep}),
+        }
 
     def playbook(self, name: str, *args: str, timeout: float = 600) -> PlaybookRun:
         """Run one of hub/ansible's playbooks against the fleet, as `make deploy` would."""

@@ -17,6 +17,8 @@ import httpx
 import pytest
 
 from tests.fleet.fleet import GOOD_VERSION, REPO, Device, Fleet, PlaybookRun, build_artifacts, release_copy
+from tests.hub.conftest import ADMIN as HUB_ADMIN
+from tests.hub.conftest import run_hub
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -245,12 +247,39 @@ def test_rollback_goes_back_to_the_previous_release_once(fleet: Fleet, deployed:
     assert_ok(upgrade, [last.name])
     assert system(fleet, last)["version"] == NEXT_VERSION
     assert {m["name"]: m["latest_version"] for m in system(fleet, last)["models"]}["duck-detector"] == 2
-    # When the fleet is rolled back
-    run = timed("rollback_s", fleet.playbook("rollback.yml"))
-    # Then that device is back on the previous release; the others had nothing to roll back
-    assert_ok(run, names(fleet))
-    assert run.changed()[last.name] > 0
-    assert all(run.changed()[d.name] == 0 for d in fleet.devices[:-1]), run.output[-4000:]
+    # When the fleet is rolled back from the hub (its API, ansible-runner), followed live over SSE
+    with run_hub(fleet.work / "hub", **fleet.hub_env()) as (hub, _):
+        started = time.monotonic()
+        answer = httpx.post(
+            f"{hub}/api/v1/rollouts",
+            json={"playbook": "rollback", "target": "edge"},
+            headers=HUB_ADMIN,
+            timeout=60,
+        )
+        assert answer.status_code == 202, answer.text
+        rollout = answer.json()
+        assert [(h["host"], h["status"]) for h in rollout["hosts"]] == [(n, "pending") for n in names(fleet)]
+        events = follow_rollout(hub, rollout["id"])
+        DURATIONS["rollback_s"] = time.monotonic() - started
+        done = httpx.get(f"{hub}/api/v1/rollouts/{rollout['id']}", headers=HUB_ADMIN, timeout=10).json()
+    # Then each device's progress arrived while the roll-out ran, before its end
+    assert events[-1]["event"] == "rollout_finished", events[-3:]
+    for device in fleet.devices:
+        live = [e for e in events if e["host"] == device.name and e["event"] == "runner_on_ok"]
+        assert live, f"no progress of {device.name}: {[e['event'] for e in events][:20]}"
+        assert live[0]["rollout_status"] == "running", live[0]
+    assert events[-1]["received"] - min(e["received"] for e in events if e["host"]) > 1.0, (
+        "all at once, at the end"
+    )
+    # and the roll-out succeeded: that device changed; the others had nothing to roll back
+    assert done["status"] == "successful" and done["rc"] == 0, done
+    hosts = {h["host"]: h for h in done["hosts"]}
+    assert sorted(hosts) == names(fleet)
+    assert hosts[last.name]["status"] == "changed" and hosts[last.name]["changed"] > 0, hosts
+    for device in fleet.devices[:-1]:
+        assert hosts[device.name]["status"] == "ok" and hosts[device.name]["changed"] == 0, hosts
+    assert all(h["failed"] == 0 for h in hosts.values()), hosts
+    # and the device really is back on the previous release
     assert system(fleet, last)["version"] == GOOD_VERSION
     assert link(fleet, last, "current") == f"/opt/edge/releases/{GOOD_VERSION}"
     assert inspect(fleet, last)["decision"] is not None
@@ -258,6 +287,18 @@ def test_rollback_goes_back_to_the_previous_release_once(fleet: Fleet, deployed:
     again = timed("rollback_again_s", fleet.playbook("rollback.yml"))
     assert_ok(again, names(fleet))
     assert again.changed() == dict.fromkeys(names(fleet), 0), again.output[-4000:]
+
+
+def follow_rollout(hub: str, rollout_id: int, timeout: float = 600) -> list[dict[str, Any]]:
+    """The roll-out's SSE stream read to its end; each event gets `received` (monotonic clock)."""
+    events: list[dict[str, Any]] = []
+    url = f"{hub}/api/v1/rollouts/{rollout_id}/events"
+    with httpx.stream("GET", url, headers=HUB_ADMIN, timeout=httpx.Timeout(10, read=timeout)) as response:
+        assert response.status_code == 200, response.read()
+        for line in response.iter_lines():
+            if line.startswith("data:"):
+                events.append({**json.loads(line[5:]), "received": time.monotonic()})
+    return events
 
 
 def test_facts_reports_every_device(fleet: Fleet, deployed: PlaybookRun) -> None:
