@@ -75,7 +75,9 @@ results = Table(
     Column("decision", String(16), nullable=False, comment="The machine's decision: OK, KO or NO_DECISION."),
     Column("verdict", String(16), comment="The operator's decision (OK or KO), when one was given."),
     Column("overridden", Boolean, nullable=False, default=False),
-    Column("final", String(16), nullable=False, comment="The verdict when given, else the machine's decision."),
+    Column(
+        "final", String(16), nullable=False, comment="The verdict when given, else the machine's decision."
+    ),
     Column("labels", Text, comment="KO labels, space separated"),
     Column("accepted_at", DateTime, nullable=False),
     Column("decided_at", DateTime),
@@ -119,7 +121,12 @@ rollout_hosts = Table(
     metadata,
     Column("rollout_id", Id, ForeignKey("rollouts.id"), primary_key=True),
     Column("host", String(255), primary_key=True),
-    Column("status", String(16), nullable=False, comment="pending, running, ok, changed, failed, unreachable, skipped"),
+    Column(
+        "status",
+        String(16),
+        nullable=False,
+        comment="pending, running, ok, changed, failed, unreachable, skipped",
+    ),
     Column("ok", Integer, nullable=False, default=0),
     Column("changed", Integer, nullable=False, default=0),
     Column("failed", Integer, nullable=False, default=0),

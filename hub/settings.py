@@ -13,7 +13,9 @@ class HubSettings(BaseSettings):
 
     host: str = Field(default="127.0.0.1", description="Interface to bind; 0.0.0.0 inside a container.")
     port: int = Field(default=8100, ge=1, le=65535)
-    data_dir: Path = Field(default=Path("data/hub"), description="SQLite database, images, roll-out runs, key.")
+    data_dir: Path = Field(
+        default=Path("data/hub"), description="SQLite database, images, roll-out runs, key."
+    )
     database_url: str | None = Field(
         default=None,
         description="SQLAlchemy URL, e.g. postgresql+psycopg://hub@db/hub; default: SQLite in data_dir/hub.db.",
@@ -36,10 +38,15 @@ class HubSettings(BaseSettings):
     )
     keep_heartbeats_days: int = Field(default=30, ge=1, description="Heartbeat history kept for the trends.")
     ansible_dir: Path = Field(default=Path("hub/ansible"), description="The playbooks roll-outs run.")
-    inventory: Path | None = Field(default=None, description="The fleet's Ansible inventory (roll-outs need it).")
-    vault_password_file: Path | None = Field(default=None, description="Ansible Vault password for the inventory.")
+    inventory: Path | None = Field(
+        default=None, description="The fleet's Ansible inventory (roll-outs need it)."
+    )
+    vault_password_file: Path | None = Field(
+        default=None, description="Ansible Vault password for the inventory."
+    )
     ansible_extra_env: dict[str, str] = Field(
-        default_factory=dict, description="Extra environment for ansible-playbook (JSON), e.g. ANSIBLE_* settings."
+        default_factory=dict,
+        description="Extra environment for ansible-playbook (JSON), e.g. ANSIBLE_* settings.",
     )
     log_level: str = Field(default="info", description="debug, info, warning or error.")
 
