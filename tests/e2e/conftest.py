@@ -201,7 +201,16 @@ def line(model_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 @pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
-    """Debian's chromium, headless; a missing browser is a failure, never a skip."""
+    """Debian's chromium, headless, for the line dashboard's tests."""
+    FIGURES.unlink(missing_ok=True)  # this run's figures only
+    with chromium() as launched:
+        yield launched
+
+
+@contextmanager
+def chromium() -> Iterator[Browser]:
+    """Debian's chromium, headless; a missing browser is a failure, never a skip. Playwright's sync API keeps
+    an event loop running until it stops: use it from a fixture that surely ends (package or module scope)."""
     if not CHROMIUM.is_file():
         pytest.fail(
             f"{CHROMIUM} is missing: the browser tests drive Debian's chromium "
@@ -209,7 +218,6 @@ def browser() -> Iterator[Browser]:
             "Never run `playwright install`.",
             pytrace=False,
         )
-    FIGURES.unlink(missing_ok=True)  # this run's figures only
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:

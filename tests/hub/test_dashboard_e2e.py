@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from edge_orchestrator.domain import (
     CameraResult,
@@ -29,10 +29,10 @@ from edge_orchestrator.domain import (
     Verdict,
 )
 from tests.conftest import DEMO_FRAMES
-from tests.e2e.conftest import Ui, assert_readable, browser, shot, ui
+from tests.e2e.conftest import Ui, assert_readable, chromium, shot, ui
 from tests.hub.conftest import ADMIN_KEY, bearer, decided, heartbeat, register, run_hub, verdict
 
-__all__ = ["browser", "ui"]  # the e2e fixtures, used here by name
+__all__ = ["ui"]  # the e2e fixture, used here by name
 pytestmark = pytest.mark.timeout(180)
 
 # A stand-in deploy_edge (same name, hosts and variables as hub/ansible's), local and quick: each device takes a
@@ -126,6 +126,13 @@ def beat(client: httpx.Client, token: str, device_id: str, **fields: Any) -> Non
         "/api/v1/ingest/heartbeat", json=heartbeat(device_id, **fields), headers=bearer(token)
     )
     assert answer.status_code == 200, answer.text
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """The e2e package's chromium, ended with this module: its event loop must not outlive it."""
+    with chromium() as launched:
+        yield launched
 
 
 @pytest.fixture(scope="module")
