@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import json
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
@@ -39,8 +38,8 @@ import httpx
 
 from bench.orchestrator import DEMO, client_cpu_s, cpu_s, machine_busy_s
 from bench.serving import REPO, machine, percentile
+from tests.postgres import create_database, running_postgres
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
 HEARTBEAT_S = 30.0  # the device default
 IMAGE_SHARE = 0.30 + 0.70 * 0.05  # demo line: ~30 % KO/NO_DECISION (all images) + 5 % of the OK ones
 
@@ -55,33 +54,10 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def postgres(work: Path) -> Iterator[str]:
-    """A throw-away PostgreSQL server on loopback (run as the postgres user: it refuses root)."""
-    if not (PG_BIN / "initdb").exists():
-        raise RuntimeError(
-            "PostgreSQL 15 is not installed: apt-get install postgresql (make test installs it)"
-        )
-    data, sock = work / "pg", work / "pg-socket"
-    for folder in (data, sock):
-        folder.mkdir(parents=True)
-        shutil.chown(folder, "postgres", "postgres")
-    port = free_port()
-
-    def as_postgres(*argv: str) -> None:
-        subprocess.run(
-            ["runuser", "-u", "postgres", "--", *argv], check=True, capture_output=True, timeout=120
-        )
-
-    as_postgres(str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
-    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {sock} -c fsync=on"
-    as_postgres(
-        str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", options, "-w", "-l", str(work / "pg.log"), "start"
-    )
-    try:
-        as_postgres(str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(port), "hub")
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/hub"
-    finally:
-        as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
+def postgres() -> Iterator[str]:
+    """A throw-away PostgreSQL server on loopback, durable (fsync on) as a real fleet's would be."""
+    with running_postgres(durable=True) as port:
+        yield create_database(port, "hub")
 
 
 @contextlib.contextmanager
@@ -379,10 +355,8 @@ def main() -> None:
     for backend in backends:
         with tempfile.TemporaryDirectory(prefix=f"bench-hub-{backend}-") as tmp:
             work = Path(tmp)
-            if backend == "postgresql":
-                shutil.chown(work, "postgres", "postgres")
             with contextlib.ExitStack() as stack:
-                database_url = stack.enter_context(postgres(work)) if backend == "postgresql" else None
+                database_url = stack.enter_context(postgres()) if backend == "postgresql" else None
                 url, pid = stack.enter_context(running_hub(work, admin_key, database_url))
                 print(f"{backend}:")
                 results["backends"][backend] = asyncio.run(bench_backend(url, pid, admin_key, args))

@@ -28,25 +28,37 @@ class ApiKey:
 
 
 def resolve_api_key(env_key: str | None, key_file: Path | None, data_dir: Path) -> ApiKey:
-    if env_key:
-        return ApiKey(env_key.strip(), "environment (EDGE_API_KEY)")
+    try:
+        value, source = resolve_key(env_key, key_file, data_dir / GENERATED_KEY_FILE, "EDGE_API_KEY")
+    except ValueError as exc:
+        raise ApiKeyError(str(exc)) from exc
+    return ApiKey(value, source)
+
+
+def resolve_key(
+    env_key: str | None, key_file: Path | None, generated: Path, env_name: str
+) -> tuple[str, str]:
+    """A service key and where it came from (safe to log, unlike the key): the environment variable `env_name`,
+    else `key_file` (at least 16 characters), else the file `generated`, created once with a random key (mode
+    0600). The hub's admin key is resolved the same way. Raises ValueError with the sentence to show."""
+    if env_key and env_key.strip():
+        return env_key.strip(), f"environment ({env_name})"
     if key_file is not None:
         try:
             value = key_file.read_text().strip()
         except OSError as exc:
-            raise ApiKeyError(f"EDGE_API_KEY_FILE {key_file} cannot be read ({exc.strerror})") from exc
+            raise ValueError(f"{env_name}_FILE {key_file} cannot be read ({exc.strerror})") from exc
         if len(value) < 16:
-            raise ApiKeyError(f"the key in {key_file} is shorter than 16 characters")
-        return ApiKey(value, str(key_file))
-    path = data_dir / GENERATED_KEY_FILE
-    data_dir.mkdir(parents=True, exist_ok=True)
+            raise ValueError(f"the key in {key_file} is shorter than 16 characters")
+        return value, str(key_file)
+    generated.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(generated, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        return ApiKey(path.read_text().strip(), str(path))
+        return generated.read_text().strip(), str(generated)
     with os.fdopen(fd, "w") as file:
         file.write(secrets.token_urlsafe(32) + "\n")
         file.flush()
         os.fsync(file.fileno())
-    log.warning("generated an API key in %s (mode 0600)", path)
-    return ApiKey(path.read_text().strip(), str(path))
+    log.warning("generated a key for %s in %s (mode 0600)", env_name, generated)
+    return generated.read_text().strip(), str(generated)

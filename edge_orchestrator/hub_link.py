@@ -27,7 +27,7 @@ from edge_orchestrator import __version__
 from edge_orchestrator.domain import Decision, Inspection, utcnow
 from edge_orchestrator.errors import ImageNotFoundError, IntegrationError, InvalidItemIdError
 from edge_orchestrator.integrations.status import LinkStatus
-from edge_orchestrator.outbox import Message, Outbox, RejectedError, TransientError
+from edge_orchestrator.outbox import Message, Outbox, RejectedError, TransientError, retry_after
 from edge_orchestrator.retention import TS_FORMAT, timestamp, transaction
 from edge_orchestrator.storage import Store
 from edge_orchestrator.telemetry import (
@@ -381,7 +381,9 @@ class HubLink:
         if status in _REJECT:
             raise RejectedError(f"hub refused it ({status} {code}): {detail}")
         if status in _RETRY or status >= 500:
-            raise TransientError(f"hub busy or failing ({status} {code})", _retry_after(response))
+            raise TransientError(
+                f"hub busy or failing ({status} {code})", retry_after(response.headers.get("Retry-After"))
+            )
         # 404, 405...: a wrong hub URL or an older hub; fixed by people, so keep everything meanwhile.
         raise TransientError(f"hub answered {status} {code} to {method} {path}", SLOW_RETRY_S)
 
@@ -393,13 +395,3 @@ def _error(response: httpx.Response) -> tuple[str, str]:
         return str(body.get("code", "error")), str(body.get("detail", ""))[:200]
     except (ValueError, AttributeError):
         return "error", response.text[:200]
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if value is None:
-        return None
-    try:
-        return min(max(float(value), 0.0), 3600.0)
-    except ValueError:
-        return None

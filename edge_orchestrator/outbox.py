@@ -123,6 +123,16 @@ class RejectedError(Exception):
         self.acknowledged = acknowledged
 
 
+def retry_after(value: str | None) -> float | None:
+    """A Retry-After header in seconds (0..3600), or None when absent or an HTTP date (then: our backoff)."""
+    if value is None:
+        return None
+    try:
+        return min(max(float(value), 0.0), 3600.0)
+    except ValueError:
+        return None
+
+
 def insert(conn: sqlite3.Connection, entries: Sequence[Entry]) -> None:
     """Inside the caller's transaction (the decided row's)."""
     if not entries:
@@ -284,64 +294,21 @@ class Outbox:
         backoff_s: tuple[float, float] = (0.5, 60.0),
         batch: int = 50,
     ) -> None:
-        """Send the channel's messages in order, forever (cancel to stop). A TransientError keeps the message
-        at the head and retries it with exponential backoff (and jitter); RejectedError counts an attempt and
-        parks the message after max_attempts. Acknowledged messages are deleted in batches."""
-        wake = self._wake.setdefault(channel, asyncio.Event())
-        retry = _Backoff(*backoff_s)
-        while True:
-            wake.clear()
-            try:
-                messages = await self._store.read(_batch, channel, batch)
-                if messages:
-                    await self._send_in_order(messages, send, retry, max_attempts)
-                    continue
-            except Exception:  # a storage hiccup or a bug must not end the channel's deliveries for good
-                log.exception("%s: delivery failed; retrying in %.1f s", channel, retry.longest)
-                await asyncio.sleep(retry.longest)
-                continue
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(5.0):  # also picks up messages queued before the wake-up existed
-                    await wake.wait()
+        """deliver_batches() for destinations that take one message per request (a PUBACK, a webhook's 2xx):
+        in order, forever (cancel to stop); `send(message)` raises TransientError or RejectedError."""
 
-    async def _send_in_order(
-        self,
-        messages: list[Message],
-        send: Callable[[Message], Awaitable[None]],
-        retry: _Backoff,
-        max_attempts: int,
-    ) -> None:
-        """Send until the first failure; what was acknowledged is deleted even if we are cancelled meanwhile."""
-        done: list[int] = []
-        pause: float | None = None
-        try:
-            for message in messages:
+        async def one_by_one(messages: list[Message]) -> None:
+            for done, message in enumerate(messages):
                 try:
                     await send(message)
                 except TransientError as exc:
-                    log.warning("%s: item %s not delivered yet: %s", message.channel, message.item_id, exc)
-                    pause = retry.next() if exc.retry_after_s is None else exc.retry_after_s
-                    return
+                    raise TransientError(str(exc), exc.retry_after_s, acknowledged=done) from exc
                 except RejectedError as exc:
-                    park = message.attempts + 1 >= max_attempts
-                    log.error(
-                        "%s: item %s rejected (attempt %d%s): %s",
-                        message.channel,
-                        message.item_id,
-                        message.attempts + 1,
-                        ", parked" if park else "",
-                        exc,
-                    )
-                    await self._store.write(_failed, message.seq, str(exc), park)
-                    pause = None if park else retry.next()
-                    return
-                done.append(message.seq)
-                retry.reset()
-        finally:
-            if done:
-                await asyncio.shield(self._store.write(_delete, messages[0].channel, done))
-            if pause is not None:
-                await asyncio.sleep(pause)
+                    raise RejectedError(str(exc), acknowledged=done) from exc
+
+        await self.deliver_batches(
+            channel, one_by_one, max_attempts=max_attempts, backoff_s=backoff_s, batch=batch
+        )
 
     async def deliver_batches(
         self,

@@ -6,12 +6,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import os
 import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge_orchestrator.auth import resolve_key
 from hub.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
@@ -37,32 +37,11 @@ class AdminKey:
 
 def resolve_admin_key(env_key: str | None, key_file: Path | None, data_dir: Path) -> AdminKey:
     """The key from the environment, else from `key_file`, else from data_dir/admin-key (created mode 0600)."""
-    if env_key and env_key.strip():
-        return AdminKey(env_key.strip(), "environment (HUB_ADMIN_KEY)")
-    if key_file is not None:
-        try:
-            value = key_file.read_text().strip()
-        except OSError as exc:
-            raise ConfigurationError(
-                f"HUB_ADMIN_KEY_FILE {key_file} cannot be read ({exc.strerror})", code="admin_key_unavailable"
-            ) from exc
-        if len(value) < 16:
-            raise ConfigurationError(
-                f"the key in {key_file} is shorter than 16 characters", code="admin_key_unavailable"
-            )
-        return AdminKey(value, str(key_file))
-    path = data_dir / GENERATED_KEY_FILE
-    data_dir.mkdir(parents=True, exist_ok=True)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return AdminKey(path.read_text().strip(), str(path))
-    with os.fdopen(fd, "w") as file:
-        file.write(secrets.token_urlsafe(32) + "\n")
-        file.flush()
-        os.fsync(file.fileno())
-    log.warning("generated an admin key in %s (mode 0600)", path)
-    return AdminKey(path.read_text().strip(), str(path))
+        value, source = resolve_key(env_key, key_file, data_dir / GENERATED_KEY_FILE, "HUB_ADMIN_KEY")
+    except ValueError as exc:
+        raise ConfigurationError(str(exc), code="admin_key_unavailable") from exc
+    return AdminKey(value, source)
 
 
 def issue_token() -> str:

@@ -22,7 +22,7 @@ from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 
 from edge_orchestrator import __version__
 from edge_orchestrator.integrations.secrets import SecretRef
-from edge_orchestrator.outbox import Message, Outbox, RejectedError, TransientError
+from edge_orchestrator.outbox import Message, Outbox, RejectedError, TransientError, retry_after
 
 log = logging.getLogger(__name__)
 _RETRY = {408, 425, 429}
@@ -132,16 +132,6 @@ class WebhookLink:
             return
         if status in _RETRY or status >= 500:
             self.problem = f"HTTP {status}"
-            raise TransientError(self.problem, _retry_after(response))
+            raise TransientError(self.problem, retry_after(response.headers.get("Retry-After")))
         self.problem = f"HTTP {status}: {response.text[:200]}"
         raise RejectedError(self.problem)
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if value is None:
-        return None
-    try:
-        return min(max(float(value), 0.0), 3600.0)
-    except ValueError:
-        return None

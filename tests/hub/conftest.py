@@ -3,10 +3,7 @@ PostgreSQL 15 (`postgres`, `pg_url`), and builders for what devices send (`heart
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
@@ -32,10 +28,10 @@ from edge_orchestrator.domain import (
 from hub.api.app import create_app
 from hub.settings import HubSettings
 from tests.conftest import free_port, service
+from tests.postgres import create_database, running_postgres
 
 ADMIN_KEY = "hub-admin-key-0123456789abcdef"
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
 # Smallest valid headers: the hub checks magic bytes only (it never decodes images).
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(256)) + b"\xff\xd9"
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(64)
@@ -184,71 +180,18 @@ class Postgres:
 
     port: int
 
-    def url(self, database: str) -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
-
     def create_database(self, prefix: str) -> str:
-        name = f"{prefix}_{uuid.uuid4().hex[:8]}".lower()
-        with psycopg.connect(
-            f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres", autocommit=True
-        ) as c:
-            c.execute(f'CREATE DATABASE "{name}"')
-        return self.url(name)
-
-
-def _as_postgres(args: list[str]) -> list[str]:
-    # PostgreSQL refuses to run as root: as root, run its tools as the `postgres` user.
-    return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
+        return create_database(self.port, f"{prefix}_{uuid.uuid4().hex[:8]}".lower())
 
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Postgres]:
-    """PostgreSQL 15 from Debian, in a temporary folder, listening on 127.0.0.1 only; stopped at the end."""
-    if not (PG_BIN / "initdb").exists():
-        pytest.fail(
-            f"PostgreSQL 15 is not installed ({PG_BIN}/initdb is missing): run `make test` (it installs it) or "
-            "apt-get install postgresql"
-        )
-    # Not under pytest's tmp folder: that one is mode 0700 for root, and the server runs as `postgres`.
-    root = Path(tempfile.mkdtemp(prefix="hub-pg-"))
-    data, sockets, log = root / "data", root / "run", root / "server.log"
-    sockets.mkdir()
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres")
-        shutil.chown(sockets, "postgres")
-    port = free_port()
-    initdb = [str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8"]
-    subprocess.run(
-        _as_postgres([*initdb, "--locale=C", "--no-sync"]),
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    # Durability settings off: a test server that loses data on a power cut is fine, and it is much faster.
-    options = (
-        f"-c listen_addresses=127.0.0.1 -p {port} -k {sockets} -c fsync=off -c synchronous_commit=off "
-        "-c full_page_writes=off -c max_connections=50"
-    )
-    started = subprocess.run(
-        _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(log), "-w", "start"]),
-        check=False,
-        capture_output=True,
-        timeout=90,
-    )
-    if started.returncode != 0:
-        detail = log.read_text() if log.exists() else started.stderr.decode()
-        shutil.rmtree(root, ignore_errors=True)
-        pytest.fail(f"PostgreSQL did not start: {detail[-2000:]}")
+    """PostgreSQL 15 from Debian, in a temporary folder; a missing server is a failure, never a skip."""
     try:
-        yield Postgres(port)
-    finally:
-        subprocess.run(
-            _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]),
-            check=False,
-            capture_output=True,
-            timeout=90,
-        )
-        shutil.rmtree(root, ignore_errors=True)
+        with running_postgres(durable=False) as port:
+            yield Postgres(port)
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 @pytest.fixture(scope="module")
