@@ -9,7 +9,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class HubSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="HUB_", frozen=True)
+    # HUB_KEEP_RESULTS_DAYS=none keeps results forever.
+    model_config = SettingsConfigDict(env_prefix="HUB_", frozen=True, env_parse_none_str="none")
 
     host: str = Field(default="127.0.0.1", description="Interface to bind; 0.0.0.0 inside a container.")
     port: int = Field(default=8100, ge=1, le=65535)
@@ -37,6 +38,26 @@ class HubSettings(BaseSettings):
         default=600.0, gt=0, description="A device is offline once silent this long (and stale before that)."
     )
     keep_heartbeats_days: int = Field(default=30, ge=1, description="Heartbeat history kept for the trends.")
+    keep_results_days: int | None = Field(
+        default=365,
+        ge=1,
+        description="Delete results (and their images) decided more than this many days ago; none keeps them "
+        "forever.",
+    )
+    images_quota_gb: float = Field(
+        default=50.0,
+        gt=0,
+        description="Images may use at most this many GiB (the sum of their sizes): over it the oldest go, those "
+        "of OK items first.",
+    )
+    min_free_gb: float = Field(
+        default=2.0,
+        ge=0,
+        description="Keep at least this many GiB free on the images' file system, deleting the oldest images.",
+    )
+    retention_interval_s: float = Field(
+        default=300.0, ge=0, description="Seconds between retention passes; 0 turns retention off."
+    )
     ansible_dir: Path = Field(default=Path("hub/ansible"), description="The playbooks roll-outs run.")
     inventory: Path | None = Field(
         default=None, description="The fleet's Ansible inventory (roll-outs need it)."

@@ -20,6 +20,7 @@ from hub.auth import resolve_admin_key
 from hub.db import Database
 from hub.errors import HubError
 from hub.ingest import Ingest
+from hub.retention import Retention, RetentionReport, run_every
 from hub.rollouts import Rollouts
 from hub.settings import HubSettings
 from hub.web import pages
@@ -88,6 +89,25 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _error(request, 500, "internal_error", "internal error; the hub's log has the details")
 
 
+def _start_retention(runtime: Runtime) -> asyncio.Task[None] | None:
+    """The retention loop in the background (None when HUB_RETENTION_INTERVAL_S is 0)."""
+    settings = runtime.settings
+    if settings.retention_interval_s <= 0:
+        log.info("retention is off: results and images are kept until deleted by hand")
+        return None
+    metrics = runtime.metrics
+
+    def on_report(report: RetentionReport) -> None:
+        metrics.images_bytes.set(report.images_bytes)
+        metrics.retention_deleted.labels("results").inc(report.results_deleted)
+        metrics.retention_deleted.labels("images").inc(report.images_deleted)
+
+    retention = Retention(runtime.db, runtime.images_dir, settings)
+    return asyncio.create_task(
+        run_every(retention, settings.retention_interval_s, on_report), name="retention"
+    )
+
+
 def create_app(settings: HubSettings | None = None) -> FastAPI:
     settings = settings or HubSettings()
 
@@ -117,9 +137,14 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
             )
             await roll.recover()
             app.state.runtime = runtime
+            pruning = _start_retention(runtime)
             try:
                 yield
             finally:
+                if pruning is not None:
+                    pruning.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await pruning
                 await roll.close()
         finally:
             db.close()

@@ -11,7 +11,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from hub.auth import SESSION_COOKIE, AdminKey, session_valid, token_hash
 from hub.db import Database
@@ -46,6 +46,19 @@ class HubMetrics:
             ["code"],
             registry=self.registry,
         )
+        self.images_bytes = Gauge(
+            "hub_images_bytes",
+            "Sum of the stored images' sizes, as of the last retention pass.",
+            registry=self.registry,
+        )
+        self.retention_deleted = Counter(
+            "hub_retention_deleted",
+            "Rows deleted by retention, by what: results (too old) or images (with their result, or pruned).",
+            ["what"],
+            registry=self.registry,
+        )
+        for what in ("results", "images"):
+            self.retention_deleted.labels(what)  # shown at 0 before the first deletion
 
 
 @dataclass

@@ -49,7 +49,7 @@ async def ready(runtime: RuntimeDep) -> JSONResponse:
 @router.get("/metrics", tags=["health"], response_class=Response)
 async def metrics(runtime: RuntimeDep) -> Response:
     """Prometheus text format: hub_heartbeats_total, hub_results_total{outcome}, hub_images_total{outcome},
-    hub_request_errors_total{code}."""
+    hub_request_errors_total{code}, hub_images_bytes, hub_retention_deleted_total{what}."""
     return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
