@@ -194,6 +194,15 @@ def postgres() -> Iterator[Postgres]:
         pytest.fail(str(exc), pytrace=False)
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database of each backend (PostgreSQL: a new database on the session's server)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'hub.db'}"
+    postgres: Postgres = request.getfixturevalue("postgres")
+    return postgres.create_database(f"hub_{request.module.__name__.rsplit('.', 1)[-1]}")
+
+
 @pytest.fixture(scope="module")
 def pg_url(postgres: Postgres, request: pytest.FixtureRequest) -> str:
     """A fresh database of the session's PostgreSQL for this test module (SQLAlchemy URL)."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,21 +15,15 @@ from edge_orchestrator.telemetry import Heartbeat
 from hub import fleet, fleet_results
 from hub.fleet import Thresholds
 from hub.schema import devices, heartbeats, images, metadata, results
-from tests.hub.conftest import Postgres
 
 NOW = datetime(2026, 3, 10, 9, 30, tzinfo=UTC)
 LIMITS = Thresholds(stale_after_beats=2.5, offline_after_s=600)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
     """The schema on SQLite and on a real PostgreSQL: the queries must read the same on both."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'hub.db'}"
-    else:
-        postgres: Postgres = request.getfixturevalue("postgres")
-        url = postgres.create_database("fleet")
-    engine = create_engine(url)
+    engine = create_engine(database_url)
     metadata.create_all(engine)
     yield engine
     engine.dispose()

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -22,7 +21,6 @@ from tests.hub.conftest import (
     ADMIN,
     JPEG,
     HubFactory,
-    Postgres,
     bearer,
     decided,
     heartbeat,
@@ -31,15 +29,6 @@ from tests.hub.conftest import (
     run_hub,
     verdict,
 )
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """An empty database of each backend (PostgreSQL: a new database on the session's server)."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'hub.db'}"
-    postgres: Postgres = request.getfixturevalue("postgres")
-    return postgres.create_database("hub_test")
 
 
 def query(url: str, sql: str) -> list[tuple[Any, ...]]:

@@ -27,7 +27,6 @@ from tests.hub.conftest import (
     ADMIN,
     JPEG,
     HubFactory,
-    Postgres,
     bearer,
     decided,
     inspection,
@@ -37,15 +36,6 @@ from tests.hub.conftest import (
 
 SIZE = len(JPEG)
 NO_QUOTA = 1000.0  # GiB: far above what a test stores
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """An empty database of each backend (PostgreSQL: a new database on the session's server)."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'hub.db'}"
-    postgres: Postgres = request.getfixturevalue("postgres")
-    return postgres.create_database("hub_retention")
 
 
 class Fleet:
